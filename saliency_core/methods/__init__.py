@@ -1,0 +1,3 @@
+"""Saliency methods. Importing this package registers every method in the explainer registry."""
+
+from . import baselines  # noqa: F401

@@ -1,0 +1,1 @@
+"""Evaluation protocols. Metrics never import methods; they consume Explanations and a Classifier."""

