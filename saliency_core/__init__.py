@@ -1,5 +1,6 @@
 """Perturbation saliency, reproduced: methods, evaluation protocols, models and data."""
 
+from .cache import ResultCache
 from .data import ImageRecord, embedded_images, load_folder, records_to_batch
 from .explanation import Explainer, Explanation, available_explainers, get_explainer, register
 from .models import Classifier, Preprocessing, available_models, load_model
@@ -12,6 +13,7 @@ __all__ = [
     "Explanation",
     "ImageRecord",
     "Preprocessing",
+    "ResultCache",
     "available_explainers",
     "available_models",
     "embedded_images",

@@ -1,3 +1,3 @@
 """Saliency methods. Importing this package registers every method in the explainer registry."""
 
-from . import baselines  # noqa: F401
+from . import baselines, cshapley, extremal, igos, invariant, leg, rise  # noqa: F401
