@@ -12,9 +12,9 @@ import importlib.util
 import json
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image, UnidentifiedImageError
 
@@ -146,7 +146,8 @@ def load_folder(
     entries: list[tuple[Path, int | None]] = []
     labels_path = Path(labels) if labels is not None else (data_dir / "labels.csv")
     if labels is not None and not labels_path.is_file():
-        raise ValueError(f"labels={str(labels)!r} is not a file; accepted values: a CSV (file,class_index) or a text file")
+        raise ValueError(f"labels={str(labels)!r} is not a file; "
+                         "accepted values: a CSV (file,class_index) or a text file")
     if labels_path.is_file() and labels_path.suffix.lower() == ".csv":
         with open(labels_path, newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -155,7 +156,8 @@ def load_folder(
         cols = rows[0].keys()
         col = next((c for c in ("class_index", "label", "wnid") if c in cols), None)
         if "file" not in cols or col is None:
-            raise ValueError(f"labels={str(labels_path)!r} has columns {sorted(cols)}; accepted values: 'file' plus one "
+            raise ValueError(f"labels={str(labels_path)!r} has columns {sorted(cols)}; "
+                             "accepted values: 'file' plus one "
                              "of 'class_index', 'label', 'wnid'")
         for i, row in enumerate(rows, start=2):
             entries.append((data_dir / row["file"], _parse_label(row[col], f"{labels_path.name} line {i}", wnids)))
@@ -194,7 +196,7 @@ def load_folder(
     return out
 
 
-def records_to_batch(records: Sequence[ImageRecord], model) -> "torch.Tensor":  # noqa: F821
+def records_to_batch(records: Sequence[ImageRecord], model) -> torch.Tensor:  # noqa: F821
     """Preprocess records with ``model`` and stack them into an ``(N, 3, H, W)`` tensor in [0, 1]."""
     import torch
 

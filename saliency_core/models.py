@@ -20,9 +20,10 @@ import hashlib
 import importlib
 import os
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -401,11 +402,13 @@ def _file_hash(path: Path) -> str:
 def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights={str(path)!r}: no such file; accepted values: a path to a saved state_dict (.pth)")
+        raise FileNotFoundError(f"weights={str(path)!r}: no such file; "
+                                "accepted values: a path to a saved state_dict (.pth)")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the parameter named
-        raise ValueError(f"weights={str(path)!r} could not be read as a state_dict ({type(exc).__name__}: {exc})") from None
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        raise ValueError(f"weights={str(path)!r} could not be read as a state_dict ({msg})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -487,7 +490,9 @@ def _torchvision(name: str, weights: str | None, device: str | torch.device) -> 
                       weights_id=wid, gradcam_layer=gradcam, layer_order=order, device=torch.device(device))
 
 
-def load_model(name: str = "efficientnet_lite0", weights: str | None = None, device: str | torch.device = "cpu") -> Classifier:
+def load_model(
+    name: str = "efficientnet_lite0", weights: str | None = None, device: str | torch.device = "cpu"
+) -> Classifier:
     """Load a named classifier.
 
     Parameters

@@ -7,7 +7,7 @@ curves come from tidy DataFrames through seaborn. Captions live in the book's ma
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt

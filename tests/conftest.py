@@ -54,7 +54,7 @@ class BoxMeanNet(nn.Module):
         y0, y1, x0, x1 = self.box
         v = z[:, :, y0:y1, x0:x1].mean(dim=(1, 2, 3)) * self.scale
         out = torch.zeros(z.shape[0], self.n_classes, dtype=z.dtype, device=z.device)
-        out = out + 0.0 * z.sum(dim=(1, 2, 3), keepdim=True)  # keep the graph connected for all classes
+        out = out + 0.0 * z.sum(dim=(1, 2, 3)).unsqueeze(1)  # keep the graph connected for all classes
         out[:, self.c] = v
         return out
 

@@ -288,13 +288,31 @@ class Lime(_SuperpixelExplainer):
     """LIME (Ribeiro et al. 2016) over superpixels, Captum ``Lime`` (cosine-kernel weighted ridge-free linear fit).
 
     The map is the superpixel coefficient painted on its pixels (signed). Settings from protocols.md §7:
-    the LEG tables used 6000 samples and a black (``hide_color=0``) fill.
+    the LEG tables used 6000 samples and a black (``hide_color=0``) fill, and kept LIME's top-5 superpixel
+    BINARY mask (``top_k=5``: the 5 largest positive coefficients → 1, every other pixel → 0).
     """
+
+    def __init__(self, model, n_samples: int = 1000, superpixels: str = "quickshift", n_segments: int = 50,
+                 fill: str = "black", seed: int = 0, top_k: int | None = None, batch_size: int = 64) -> None:
+        super().__init__(model, n_samples, superpixels, n_segments, fill, seed, batch_size)
+        self.top_k = None if top_k is None else int(check_range("top_k", top_k, 1))
 
     def _algo(self):
         from captum.attr import Lime as _Lime
 
         return _Lime(self.model.pixel_model)
+
+    def _explain(self, x, target):
+        sal, extras = super()._explain(x, target)
+        if self.top_k is None:
+            return sal, extras
+        seg = extras["segments"]
+        coef = torch.zeros(int(seg.max()) + 1).index_reduce_(0, seg.flatten(), sal.flatten().cpu(), "amax",
+                                                            include_self=False)
+        top = torch.argsort(-coef, stable=True)[: self.top_k]
+        top = top[coef[top] > 0]
+        extras["coefficients"] = sal
+        return torch.isin(seg, top).float().to(sal.device), extras
 
 
 @register("kernel_shap")

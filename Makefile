@@ -1,0 +1,57 @@
+# Two entry points (README): `make book` builds the whole book on the embedded default, `make test` runs every test.
+# Both create/refresh .venv themselves; a stamp keyed on the hash of pyproject.toml + constraints.txt skips reinstalling.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= book
+THREADS ?= 1
+HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.stamp-$(HASH)
+# glibc: keep freed activation buffers instead of mmap/munmap per batch (benchmarks/model_throughput.py measures it)
+export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
+export OMP_NUM_THREADS := $(THREADS)
+export SALIENCY_THREADS := $(THREADS)
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: env book test test-fast notebooks lint bench clean help
+
+help:
+	@echo "make book   - create/refresh .venv, run every notebook (profile=$(PROFILE)) and build _build/html"
+	@echo "make test   - create/refresh .venv, ruff, unit tests and nbval on the committed notebooks"
+	@echo "make bench  - run the speed benchmarks (benchmarks/*.py)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c constraints.txt -e ".[book,test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
+	rm -f $(VENV)/.stamp-*
+	touch $(STAMP)
+
+env: $(STAMP)
+
+book: env
+	$(PY) -m saliency_core.run --profile $(PROFILE)
+
+notebooks: env
+	$(PY) -m saliency_core.run --profile smoke --execute-only --in-place
+
+test: env
+	$(PY) -m ruff check saliency_core tests benchmarks
+	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+
+test-fast: env
+	$(PY) -m pytest -q -x tests
+
+lint: env
+	$(PY) -m ruff check saliency_core tests benchmarks
+
+bench: env
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf _build _cache

@@ -1,0 +1,174 @@
+"""The book runner: execute the notebooks with papermill under a profile, then build the Jupyter Book.
+
+Usage::
+
+    python -m saliency_core.run --profile {smoke,book,paper} [--only NAME ...] [-p key=value ...]
+                                [--execute-only] [--in-place] [--no-build]
+
+* Parameters come from ``params/<notebook stem>.yaml`` (top-level keys ``smoke``, ``book``, ``paper``) and
+  ``-p key=value`` overrides (values parsed as YAML: ``-p device=cuda -p n_images=50``).
+* Executed copies go to ``_build/notebooks/``; the injected-parameters cell is tagged ``hide-cell`` so the book
+  shows it collapsed. The book is then built from a staging copy (``_build/src``) with execution off.
+* A failing notebook stops the run with the failing cell's error and a non-zero exit code.
+* ``--in-place`` (with ``--profile smoke``) re-executes the committed notebooks in ``notebooks/`` with their
+  default parameters: that is how the stored outputs that nbval checks are refreshed.
+
+Per-image work inside notebooks goes through :class:`saliency_core.cache.ResultCache`: every explanation is an
+independent task keyed by method + settings + model + image + version, so a rerun (or another worker sharing
+the cache folder) never recomputes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ("smoke", "book", "paper")
+
+__all__ = ["main", "notebook_stems", "profile_parameters", "execute_notebook", "build_book"]
+
+
+def notebook_stems(root: Path = ROOT) -> list[str]:
+    return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SystemExit(f"-p {text!r} is not valid; accepted values: key=value")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def profile_parameters(stem: str, profile: str, overrides: dict[str, Any] | None = None, root: Path = ROOT) -> dict:
+    """Parameters for one notebook: ``params/<stem>.yaml[profile]`` + ``profile`` itself + overrides."""
+    if profile not in PROFILES:
+        raise SystemExit(f"--profile {profile!r} is not valid; accepted values: {', '.join(PROFILES)}")
+    params: dict[str, Any] = {}
+    f = root / "params" / f"{stem}.yaml"
+    if f.is_file():
+        data = yaml.safe_load(f.read_text()) or {}
+        unknown = set(data) - set(PROFILES)
+        if unknown:
+            raise SystemExit(f"{f}: unknown profile keys {sorted(unknown)}; accepted values: {', '.join(PROFILES)}")
+        params.update(data.get(profile) or {})
+    params["profile"] = profile
+    params.update(overrides or {})
+    return params
+
+
+def _tag_injected(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    for cell in nb.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["hide-cell"]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path = ROOT) -> float:
+    """Run one notebook with papermill into ``out``; returns seconds. Raises on a failing cell."""
+    import papermill as pm
+
+    src = root / "notebooks" / f"{stem}.ipynb"
+    if not src.is_file():
+        raise SystemExit(f"--only {stem!r} is not valid; accepted values: {', '.join(notebook_stems(root))}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".running-{out.name}")
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(src.parent),
+                        progress_bar=False, log_output=False, request_save_on_cell_execute=False)
+    os.replace(tmp, out)
+    if params:
+        _tag_injected(out)
+    return time.perf_counter() - t0
+
+
+def build_book(executed: Path, root: Path = ROOT) -> Path:
+    """Stage config, book pages and executed notebooks in ``_build/src`` and run ``jupyter-book build``."""
+    stage = root / "_build" / "src"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, stage / name)
+    shutil.copytree(root / "book", stage / "book")
+    (stage / "notebooks").mkdir()
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        ex = executed / nb.name
+        shutil.copy2(ex if ex.is_file() else nb, stage / "notebooks" / nb.name)
+    for extra in (root / "notebooks").glob("*.md"):
+        shutil.copy2(extra, stage / "notebooks" / extra.name)
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(root), "--keep-going"]
+    if shutil.which("jupyter-book", path=str(Path(sys.executable).parent)):
+        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root),
+               "--keep-going"]
+    subprocess.run(cmd, check=True)
+    index = root / "_build" / "html" / "index.html"
+    if not index.is_file():
+        raise SystemExit(f"jupyter-book did not write {index}")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m saliency_core.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="book", choices=PROFILES)
+    ap.add_argument("--only", action="append", default=[], help="notebook stem(s); repeat or comma-separate")
+    ap.add_argument("-p", "--param", action="append", default=[], help="parameter override key=value (YAML value)")
+    ap.add_argument("--execute-only", action="store_true", help="execute notebooks, do not build the book")
+    ap.add_argument("--no-build", action="store_true", help="alias of --execute-only")
+    ap.add_argument("--in-place", action="store_true", help="smoke profile: refresh the committed notebooks' outputs")
+    args = ap.parse_args(argv)
+
+    from .runtime import configure
+
+    configure()
+    stems = notebook_stems()
+    only = [s for item in args.only for s in item.split(",") if s]
+    for s in only:
+        if s not in stems:
+            raise SystemExit(f"--only {s!r} is not valid; accepted values: {', '.join(stems)}")
+    todo = only or stems
+    overrides = dict(_parse_override(p) for p in args.param)
+    if args.in_place and (args.profile != "smoke" or overrides):
+        raise SystemExit("--in-place is only valid with --profile smoke and no -p overrides (committed notebooks "
+                         "store their default parameters)")
+    executed = ROOT / "_build" / "notebooks" / args.profile
+    timings = []
+    for stem in todo:
+        params = {} if args.in_place else profile_parameters(stem, args.profile, overrides)
+        out = (ROOT / "notebooks" / f"{stem}.ipynb") if args.in_place else executed / f"{stem}.ipynb"
+        print(f"[run] {stem} profile={args.profile} params={params}", flush=True)
+        try:
+            secs = execute_notebook(stem, params, out)
+        except Exception as exc:  # papermill's PapermillExecutionError carries the cell and its traceback
+            print(f"[run] FAILED {stem}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return 1
+        print(f"[run] {stem} done in {secs:.1f} s", flush=True)
+        timings.append({"notebook": stem, "profile": args.profile, "seconds": round(secs, 1)})
+    tfile = ROOT / "_build" / f"timings-{args.profile}.json"
+    tfile.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(tfile.read_text()) if tfile.is_file() else []
+    merged = {t["notebook"]: t for t in old} | {t["notebook"]: t for t in timings}
+    tfile.write_text(json.dumps(list(merged.values()), indent=1) + "\n")
+    if args.execute_only or args.no_build or args.in_place:
+        return 0
+    t0 = time.perf_counter()
+    index = build_book(executed)
+    print(f"[run] book built in {time.perf_counter() - t0:.1f} s: {index.relative_to(ROOT)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Models: embedded default accuracy, preprocessing, canonicalisation for Captum, torchvision path, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import saliency_core as sc
+from saliency_core.models import ReLU6, canonicalize
+
+
+def test_lite0_top1_on_embedded_photos(lite0, embedded, lite0_batch):
+    pred = lite0.logits(lite0_batch).argmax(1)
+    correct = sum(int(p) == r.label for p, r in zip(pred, embedded))
+    assert correct >= 17, f"Lite0 top-1 on the 20 embedded photos: {correct}/20"
+
+
+def test_preprocessing_shape_range_and_tf_normalisation(lite0, embedded):
+    x = lite0.preprocess(embedded[0].image)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    p = lite0.preprocessing
+    assert p.interpolation == "bicubic" and (p.resize, p.crop) == (256, 224)
+    z = lite0.normalize(torch.full((1, 3, 2, 2), 127 / 255))
+    assert torch.allclose(z, torch.zeros_like(z), atol=1e-6)
+    z = lite0.normalize(torch.ones(1, 3, 1, 1))
+    assert torch.allclose(z, torch.ones_like(z), atol=1e-6)  # (1 - 127/255) / (128/255)
+
+
+def test_canonical_network_matches_original_and_has_no_shared_activation(lite0):
+    from efficientnet_lite_pytorch import EfficientNet
+
+    raw = EfficientNet.from_name("efficientnet-lite0")
+    raw.load_state_dict(lite0.net.state_dict(), strict=False)
+    # the canonical net's parameters carry the same names as the original
+    assert set(raw.state_dict()) == set(lite0.net.state_dict())
+    raw.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(raw(x), lite0.net(x), atol=1e-4)
+    acts = [m for m in lite0.net.modules() if isinstance(m, nn.ReLU)]
+    assert all(isinstance(m, ReLU6) for m in acts) and len(acts) == len({id(m) for m in acts})
+    calls = [n.target for n in lite0.net.graph.nodes if n.op == "call_module"]
+    relu_calls = [t for t in calls if isinstance(lite0.net.get_submodule(t), nn.ReLU)]
+    assert len(relu_calls) == len(set(relu_calls)), "an activation module is called more than once"
+
+
+def test_guided_backprop_differs_from_gradient(lite0, lite0_batch):
+    x = lite0_batch[:1]
+    g = sc.get_explainer("gradient", lite0).explain(x).extras["attribution"]
+    gb = sc.get_explainer("guided_backprop", lite0).explain(x).extras["attribution"]
+    # before canonicalisation Captum hooked no activation and returned the plain gradient (relative difference 0)
+    rel = float((g - gb).norm() / g.norm())
+    assert rel > 0.1, rel
+
+
+def test_deeplift_completeness(lite0, lite0_batch):
+    x = lite0_batch[1:2]
+    e = sc.get_explainer("deeplift", lite0, reduce="sum").explain(x)
+    logits = lite0.logits(torch.cat([x, torch.zeros_like(x)]))
+    delta = float(logits[0, e.target] - logits[1, e.target])
+    total = float(e.extras["attribution"].sum())
+    assert abs(total - delta) <= 1e-3 * max(1.0, abs(delta)), (total, delta)
+
+
+def test_explainers_leave_model_unmutated(lite0, lite0_batch):
+    before = lite0.state_fingerprint()
+    for name in ("gradient", "guided_backprop", "deeplift", "gradcam"):
+        sc.get_explainer(name, lite0).explain(lite0_batch[:1])
+    assert lite0.state_fingerprint() == before
+
+
+def test_pass_counter_counts_images(lite0, lite0_batch):
+    e = sc.get_explainer("integrated_gradients", lite0, n_steps=8, batch_size=4).explain(lite0_batch[:1])
+    assert e.n_forward >= 8 and e.n_backward >= 8
+    assert e.n_forward_calls >= 2  # 8 path points in batches of 4
+
+
+def test_random_init_vgg16_path():
+    clf = sc.load_model("vgg16", weights="random")
+    assert clf.gradcam_layer == "features.29"
+    assert clf.layer_order[0] == "classifier.6" and clf.layer_order[-1] == "features.0"
+    x = torch.rand(1, 3, 64, 64)
+    assert clf(x).shape == (1, 1000)
+    e = sc.get_explainer("gradient", clf).explain(torch.rand(1, 3, 64, 64))
+    assert e.map.shape == (64, 64)
+
+
+def test_vgg_weight_file_roundtrip(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    m = torchvision.models.vgg16(weights=None)
+    path = tmp_path / "vgg16.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, path)
+    clf = sc.load_model("vgg16", weights=str(path))
+    assert torch.equal(clf.layer("classifier.6").weight, m.classifier[6].weight)
+
+
+def test_resnet50_layers_random():
+    clf = sc.load_model("resnet50", weights="random")
+    assert clf.gradcam_layer == "layer4" and clf.layer_order[0] == "fc"
+    assert clf.layer("layer4") is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "alexnet"}, "model='alexnet' is not valid; accepted values"),
+        ({"name": "vgg19"}, "needs a weight file: pass weights="),
+        ({"name": "vgg19", "weights": "/nonexistent/vgg19.pth"}, "no such file"),
+        ({"name": "efficientnet_lite0", "device": "tpu"}, "device='tpu' is not valid"),
+    ],
+)
+def test_load_model_errors(kwargs, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        sc.load_model(**kwargs)
+
+
+def test_corrupt_weight_file(tmp_path):
+    p = tmp_path / "bad.pth"
+    p.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="could not be read as a state_dict"):
+        sc.load_model("resnet50", weights=str(p))
+
+
+def test_weights_only_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pth"
+    torch.save({"x": Evil()}, p)
+    with pytest.raises(ValueError, match="could not be read"):
+        sc.load_model("resnet50", weights=str(p))
+
+
+def test_canonicalize_splits_reused_modules():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.act = nn.ReLU6()
+
+        def forward(self, x):
+            return self.act(self.a(self.act(x)))
+
+    m = Shared()
+    gm = canonicalize(m)
+    x = torch.randn(3, 4) * 10
+    assert torch.allclose(gm(x), m(x))
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    assert len(targets) == len(set(targets))
+    assert isinstance(m.act, nn.ReLU6), "the original module must not be modified"
+
+
+def test_from_module_and_bad_targets(box_classifier):
+    e = sc.get_explainer("gradient", box_classifier).explain(torch.rand(3, 32, 32), target=3)
+    assert e.map.shape == (32, 32)
+    inside = e.map[8:24, 8:24].mean()
+    outside = e.map.clone()
+    outside[8:24, 8:24] = 0
+    assert inside > 0 and float(outside.max()) == 0.0
+    with pytest.raises(ValueError, match="target=10 is not valid"):
+        sc.get_explainer("gradient", box_classifier).explain(torch.rand(3, 32, 32), target=10)
+    with pytest.raises(ValueError, match="x has shape"):
+        sc.get_explainer("gradient", box_classifier).explain(torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="method='nope' is not valid"):
+        sc.get_explainer("nope", box_classifier)
+
+
+def test_captum_style_attribute(box_classifier):
+    a = sc.get_explainer("gradient", box_classifier).attribute(torch.rand(2, 3, 32, 32), target=3)
+    assert a.shape == (2, 1, 32, 32)
