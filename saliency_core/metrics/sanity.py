@@ -35,7 +35,7 @@ __all__ = ["randomize_layers", "randomized_copy", "cascading_randomization", "si
 
 
 def _seed_for(seed: int, stage: int, layer: int) -> int:
-    return (int(seed) * 1_000_003 + stage * 1009 + layer) % (2**63 - 1)
+    return (int(seed) * 1_000_003 + stage * 1009 + layer + 0x5A17C0DE) % (2**63 - 1)  # offset: avoid seed 0
 
 
 def randomize_layers(net: nn.Module, names: Sequence[str], init: str = "default", seed: int = 0, stage: int = 0,
@@ -146,7 +146,11 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def similarities(ref: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarray, ssim_data_range: float = 1.0,
                  hog_pixels_per_cell: int = 16) -> dict[str, float]:
-    """Spearman (abs / signed), SSIM and HOG-feature Spearman between two 2-D maps (NaN for constant maps)."""
+    """Spearman (abs / signed), SSIM and HOG-feature Spearman between two 2-D maps (NaN for constant maps).
+
+    HOG: 9 orientations, ``hog_pixels_per_cell`` (16, Adebayo) — shrunk for maps smaller than 48 px —, 3×3
+    blocks, L2-Hys (scikit-image's default since 0.15).
+    """
     from skimage.feature import hog
     from skimage.metrics import structural_similarity
 
@@ -158,7 +162,8 @@ def similarities(ref: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarra
     out = {"spearman_abs": _spearman(na, nb), "spearman_signed": _spearman(normalize_signed(a), normalize_signed(b))}
     ma, mb = _minmax(na), _minmax(nb)
     out["ssim"] = float(structural_similarity(ma, mb, gaussian_weights=True, data_range=ssim_data_range))
-    kw = dict(orientations=9, pixels_per_cell=(hog_pixels_per_cell,) * 2, cells_per_block=(3, 3),
+    ppc = max(1, min(hog_pixels_per_cell, min(a.shape) // 3))  # small maps: shrink cells so 3×3 blocks fit
+    kw = dict(orientations=9, pixels_per_cell=(ppc, ppc), cells_per_block=(3, 3),
               block_norm="L2-Hys", feature_vector=True)
     out["hog"] = _spearman(hog(ma, **kw), hog(mb, **kw))
     return out
