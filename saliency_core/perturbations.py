@@ -21,9 +21,19 @@ __all__ = [
     "gaussian_blur",
     "blur_baseline",
     "upsample_mask",
+    "blur_pyramid",
+    "fade_pyramid",
+    "pyramid_apply",
+    "SmoothMaskGenerator",
+    "area_reference",
+    "vecsort_area_loss",
     "tv_norm",
     "bilateral_tv",
     "grid_difference_matrix",
+    "compose",
+    "igospp_btv",
+    "rise_blur_kernel",
+    "rise_blur",
 ]
 
 
@@ -100,6 +110,179 @@ def upsample_mask(m: torch.Tensor, size: int | tuple[int, int], align_corners: b
     return F.interpolate(m, size=size, mode="bilinear", align_corners=align_corners)
 
 
+# --------------------------------------------------------------------------------------------
+# Extremal-perturbation operators (protocols.md §1.1): perturbation pyramids, smooth-max masks, vecsort area
+# --------------------------------------------------------------------------------------------
+def blur_pyramid(x: torch.Tensor, levels: int = 8, sigma_max: float = 20.0, pad: str = "zeros") -> torch.Tensor:
+    """Blur pyramid of ``x`` ``(N, C, H, W)`` → ``(levels, N, C, H, W)``.
+
+    Level l is ``x`` blurred with σ_l = (1 − l/(levels−1))·σ_max (half-width ⌈4σ⌉): level 0 is the most blurred,
+    level ``levels − 1`` is ``x`` itself. TorchRay applies it to the *normalised* image with zero padding, so
+    blurred borders fade to the mean colour (``pad="zeros"``; ``"reflect"`` avoids that).
+    """
+    if int(levels) != levels or levels < 2:
+        raise ValueError(f"levels={levels!r} is not valid; accepted values: an int >= 2")
+    check_range("sigma_max", sigma_max, 0.0)
+    out = []
+    for lvl in range(levels):
+        sigma = (1.0 - lvl / (levels - 1)) * sigma_max
+        out.append(gaussian_blur(x, sigma, pad=pad) if sigma > 0 else x)
+    return torch.stack(out)
+
+
+def fade_pyramid(x: torch.Tensor, levels: int = 8) -> torch.Tensor:
+    """"Fade" pyramid: level l is x·l/(levels−1), i.e. a fade to 0 (the mean colour in normalised space)."""
+    if int(levels) != levels or levels < 2:
+        raise ValueError(f"levels={levels!r} is not valid; accepted values: an int >= 2")
+    w = torch.linspace(0.0, 1.0, levels, dtype=x.dtype, device=x.device).view(-1, *([1] * x.dim()))
+    return w * x.unsqueeze(0)
+
+
+def pyramid_apply(pyramid: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Per-pixel interpolation in a pyramid by mask value.
+
+    ``pyramid``: ``(L, 1, C, H, W)`` or ``(L, C, H, W)`` (one image); ``m``: ``(K, 1, H, W)`` in [0, 1].
+    With w = m·(L−1), k = min(⌊w⌋, L−2), t = w − k the output is (1−t)·P_k + t·P_{k+1}, so m = 1 gives the
+    top level (the clean image) and m = 0 the bottom one (the most perturbed). Gradients flow to ``m``.
+    """
+    if pyramid.dim() == 5:
+        if pyramid.shape[1] != 1:
+            raise ValueError("pyramid_apply takes the pyramid of ONE image: (L, 1, C, H, W) or (L, C, H, W)")
+        pyramid = pyramid[:, 0]
+    n_levels, c = pyramid.shape[0], pyramid.shape[1]
+    w = m.clamp(0.0, 1.0) * (n_levels - 1)
+    k = w.detach().floor().clamp_(0, n_levels - 2)
+    t = w - k
+    idx = k.long().expand(m.shape[0], c, *m.shape[-2:])
+    lo = torch.gather(pyramid[:-1], 0, idx)
+    hi = torch.gather(pyramid[1:], 0, idx)
+    return lo + t * (hi - lo)
+
+
+class SmoothMaskGenerator:
+    """Smooth max-convolution mask family of Extremal Perturbations (protocols.md §1.1, item 2).
+
+    Parameters m̄ live on a ⌈H/step⌉×⌈W/step⌉ grid; parameter (i, j) sits at image pixel (step·i, step·j).
+    An output pixel p pools the (2r+1)² nearest parameters, r = 1 + ⌈σ/step⌉, each weighted by
+    k(d/σ) = exp(−2·max(d/σ − ½, 0)²) (d = Euclidean distance in pixels from p to the parameter's position), with the
+    smooth max Σ_k v_k·softmax(coldness·v)_k of the weighted values v_k. Parameters outside the grid count as 0
+    (zero padding of 1 + ⌈(margin + σ)/step⌉ cells). The full output covers ``margin`` pixels before the image and
+    extends past its end (260×260 for 224², step 7, σ 21, margin 21); it is clamped to [0, 1] and the image part
+    is ``full[..., margin:margin+H, margin:margin+W]``.
+
+    ``gen(params)`` with params ``(K, 1, h, w)`` returns ``(full, crop)``. Everything is vectorised (one unfold,
+    one broadcast multiply, one softmax), no loops over pixels.
+    """
+
+    def __init__(self, shape: tuple[int, int] | int = 224, step: int = 7, sigma: float = 21.0,
+                 coldness: float = 20.0, margin: float | None = None) -> None:
+        if isinstance(shape, int):
+            shape = (shape, shape)
+        if int(step) != step or step < 1:
+            raise ValueError(f"step={step!r} is not valid; accepted values: an int >= 1")
+        check_range("sigma", sigma, 0.0, low_inclusive=False)
+        check_range("coldness", coldness, 0.0, low_inclusive=False)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.step, self.sigma, self.coldness = int(step), float(sigma), float(coldness)
+        self.margin = int(round(self.sigma if margin is None else margin))
+        self.radius = 1 + int(math.ceil(self.sigma / self.step))
+        self.padding = 1 + int(math.ceil((self.margin + self.sigma) / self.step))
+        self.param_shape = tuple(int(math.ceil(z / self.step)) for z in self.shape)
+        taps = 2 * self.radius + 1
+        # blocks of `step` output pixels; block q's window is padded parameter rows q..q+2r
+        self.blocks = tuple(z + 2 * self.padding - taps + 1 for z in self.param_shape)
+        self.full_shape = tuple(self.step * b - self.step + 1 for b in self.blocks)
+        # output row p = step·q + u is at image row p − margin; the window's tap k ∈ [−r, r] is parameter
+        # q + k + r − padding, at image row step·(q + k + r − padding) → offset d = u − step·k + step·(padding − r)
+        # − margin, independent of q, so one (taps², step, step) weight pattern serves every block.
+        off = self.step * (self.padding - self.radius) - self.margin
+        u = torch.arange(self.step, dtype=torch.float64)
+        k = torch.arange(-self.radius, self.radius + 1, dtype=torch.float64)
+        d1 = u[None, :] - self.step * k[:, None] + off  # (taps, step)
+        dist = torch.sqrt(d1[:, None, :, None] ** 2 + d1[None, :, None, :] ** 2)  # (ky, kx, uy, ux)
+        z = dist / self.sigma
+        w = torch.exp(-2.0 * (z - 0.5).clamp(min=0.0) ** 2)
+        self.weight = w.reshape(taps * taps, self.step, self.step).float()
+        self._tiled: dict = {}
+        if self.margin + self.shape[0] > self.full_shape[0] or self.margin + self.shape[1] > self.full_shape[1]:
+            raise ValueError("SmoothMaskGenerator: margin too large for the padded output")  # pragma: no cover
+
+    def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if params.dim() != 4 or params.shape[1] != 1 or tuple(params.shape[-2:]) != self.param_shape:
+            raise ValueError(f"params has shape {tuple(params.shape)}; accepted values: (K, 1, {self.param_shape[0]}, "
+                             f"{self.param_shape[1]})")
+        n = params.shape[0]
+        taps = 2 * self.radius + 1
+        by, bx = self.blocks
+        cols = F.unfold(params, taps, padding=self.padding).view(n, taps * taps, by, bx)
+        key = (params.device, params.dtype)
+        if key not in self._tiled:
+            w = self.weight.to(device=params.device, dtype=params.dtype).view(taps * taps, 1, self.step, 1, self.step)
+            self._tiled[key] = w.expand(-1, by, -1, bx, -1).reshape(1, taps * taps, by * self.step, bx * self.step)
+        pooled = _SmoothMaxPool.apply(cols, self._tiled[key], self.coldness, self.step)
+        full = pooled[:, None, : self.full_shape[0], : self.full_shape[1]].clamp(0.0, 1.0)
+        mg = self.margin
+        crop = full[..., mg : mg + self.shape[0], mg : mg + self.shape[1]]
+        return full, crop
+
+
+class _SmoothMaxPool(torch.autograd.Function):
+    """out(p) = Σ_k v_k e^{βv_k} / Σ_k e^{βv_k}, v_k = cols_k(block(p))·w_k(p), with the analytic gradient
+    ∂out/∂v_k = s_k (1 + β(v_k − out)), s = softmax(βv). Hand-written to keep every pass contiguous and in place
+    (autograd's broadcast multiplies and a softmax over dim 1 cost ~3× more on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, cols, wt, beta, step):
+        n, t, by, bx = cols.shape
+        v = cols.view(n, t, by, 1, bx, 1).expand(n, t, by, step, bx, step).reshape(n, t, by * step, bx * step)
+        v.mul_(wt)
+        shift = beta * float(cols.detach().max().clamp(min=0.0))  # v <= max(cols) since 0 < w <= 1: no overflow
+        e = torch.mul(v, beta).sub_(shift).exp_()
+        den = e.sum(1)
+        out = (v * e).sum(1).div_(den)
+        ctx.save_for_backward(v, e, den, out, wt)
+        ctx.beta, ctx.step = beta, step
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        v, e, den, out, wt = ctx.saved_tensors
+        beta, step = ctx.beta, ctx.step
+        n, t, hh, ww = v.shape
+        g = v - out.unsqueeze(1)
+        g.mul_(beta).add_(1.0).mul_(e).mul_((grad_out / den).unsqueeze(1)).mul_(wt)
+        gcols = g.view(n, t, hh // step, step, ww // step, step).sum(dim=(3, 5))
+        return gcols, None, None, None
+
+
+def area_reference(n: int, areas, dtype=torch.float32, device=None) -> torch.Tensor:
+    """r_a per area: ⌊n(1−a)⌋ zeros followed by ones (TorchRay's reference), shape ``(K, n)``."""
+    areas = torch.as_tensor(list(areas) if not isinstance(areas, torch.Tensor) else areas, dtype=torch.float64)
+    if areas.dim() == 0:
+        areas = areas.view(1)
+    n_zeros = torch.floor(n * (1.0 - areas)).long()
+    pos = torch.arange(n).view(1, -1)
+    return (pos >= n_zeros.view(-1, 1)).to(dtype=dtype, device=device)
+
+
+def vecsort_area_loss(m: torch.Tensor, areas, reduction: str = "mean") -> torch.Tensor:
+    """Area regulariser R_a(m) = ‖vecsort(m) − r_a‖² per mask (Fong et al. 2019, eq. for R_a).
+
+    ``m``: ``(K, ...)`` masks (flattened per row); ``areas``: K fractions (or one). ``reduction="mean"`` divides
+    by the number of pixels, as the official code; ``"sum"`` is the paper's squared norm. Returns ``(K,)``; it is
+    exactly 0 iff each mask has ⌈n·a⌉-style ones (n − ⌊n(1−a)⌋ of them) and zeros elsewhere.
+    """
+    check_choice("reduction", reduction, ("mean", "sum"))
+    flat = m.reshape(m.shape[0], -1)
+    ref = area_reference(flat.shape[1], areas, flat.dtype, flat.device)
+    if ref.shape[0] == 1 and flat.shape[0] > 1:
+        ref = ref.expand(flat.shape[0], -1)
+    if ref.shape[0] != flat.shape[0]:
+        raise ValueError(f"areas has {ref.shape[0]} entries; accepted values: 1 or {flat.shape[0]} (one per mask)")
+    sq = (torch.sort(flat, dim=1).values - ref) ** 2
+    return sq.mean(1) if reduction == "mean" else sq.sum(1)
+
+
 def tv_norm(m: torch.Tensor, beta: float = 2.0, reduction: str = "mean") -> torch.Tensor:
     """Anisotropic total variation per mask: mean|Δ_v m|^β + mean|Δ_h m|^β (I-GOS's TV₂ for β = 2).
 
@@ -160,3 +343,44 @@ def grid_difference_matrix(n: int, padded: bool = True) -> sp.csr_matrix:
             vals += [1.0, -1.0]
             r += 1
     return sp.csr_matrix((vals, (rows, cols)), shape=(r, p))
+
+
+# --------------------------------------------------------------------------------------------
+# I-GOS / iGOS++ and RISE operators (appended by the iGOS++ chapter)
+# --------------------------------------------------------------------------------------------
+def compose(image: torch.Tensor, baseline: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """φ(I, Ĩ, M) = I·M + Ĩ·(1 − M) (protocols.md §4.1); ``m`` broadcasts over channels, M = 1 keeps I."""
+    return image * m + baseline * (1.0 - m)
+
+
+def igospp_btv(image: torch.Tensor, m: torch.Tensor, sigma: float = 0.01, beta: float = 2.0,
+               align_corners: bool = True) -> torch.Tensor:
+    """iGOS++'s smoothness term on masks ``m`` ``(N, 1, s, s)``: ½[TV_β(M) + BTV_β(I, up(M))] (protocols.md §4.3).
+
+    TV_β is :func:`tv_norm` at mask resolution, the bilateral part :func:`bilateral_tv` of the mask upsampled
+    (bilinear, ``align_corners``) to the image size, with the official code's asymmetric edge weights.
+    """
+    up = upsample_mask(m, tuple(image.shape[-2:]), align_corners=align_corners)
+    return 0.5 * (tv_norm(m, beta) + bilateral_tv(image, up, sigma=sigma, beta=beta))
+
+
+def rise_blur_kernel(klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
+    """RISE's insertion blur kernel: ``scipy.ndimage.gaussian_filter`` of a centred delta (``klen``², σ ``nsig``).
+
+    scipy's default ``mode="reflect"`` folds the truncated tails back into the window, so the kernel is
+    nearly a box (max/min weight ≈ 1.14 for 11, σ 5); it is separable: outer(k1, k1), Σ = 1.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    delta = np.zeros(klen)
+    delta[klen // 2] = 1.0
+    k1 = torch.from_numpy(gaussian_filter1d(delta, nsig)).float()
+    return torch.outer(k1, k1)
+
+
+def rise_blur(z: torch.Tensor, klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
+    """RISE's insertion substrate: per-channel conv2d of ``z`` (normalised space) with :func:`rise_blur_kernel`,
+    zero padding (so borders fade toward the mean colour)."""
+    k = rise_blur_kernel(klen, nsig).to(z.dtype).to(z.device)
+    c = z.shape[1]
+    return F.conv2d(z, k.view(1, 1, klen, klen).expand(c, 1, klen, klen), padding=klen // 2, groups=c)
