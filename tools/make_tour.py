@@ -29,7 +29,9 @@ n_images = None
 device = "cpu"
 profile = "smoke"
 seed = 0
-image_index = 0""", "parameters"),
+image_index = 0
+deletion_images = 3      # photos scored with the deletion curve (None = all)
+deletion_step = 1792     # pixels removed per step (RISE's batch evaluation: 1792 px = 29 evaluations)""", "parameters"),
     code("""import warnings
 
 import matplotlib.pyplot as plt
@@ -94,6 +96,29 @@ plotting.show_map(axes[1], e.map, signed=False)
 plt.show()"""),
     md("""*Left: the image. Right: the gradient map, max over colour channels of $|\\partial f_c / \\partial x|$
 {cite}`simonyan2014deep`, on a sequential scale from 0.*"""),
+    md("""## Scoring it: the deletion curve
+
+The RISE-style deletion metric {cite}`petsiuk2018rise` removes pixels in order of decreasing saliency (here
+`deletion_step` pixels per step, replaced by the mean colour), records the probability of the explained class
+after each step, and reports the area under that curve: lower means the map found the evidence faster.
+Each image's gradient map comes from the cache; the curves are one batched forward pass per chunk of steps."""),
+    code("""from tqdm.auto import tqdm
+
+from saliency_core.metrics.insertion_deletion import evaluate_insertion_deletion, summarize_aucs
+
+subset = records if deletion_images is None else records[:deletion_images]
+expls = [cache.explain(grad, r) for r in tqdm(subset, desc="gradient maps", disable=None)]
+aucs, curves_df = evaluate_insertion_deletion(
+    clf, x[: len(subset)], [e.map for e in expls], [e.target for e in expls], preset="rise",
+    step=deletion_step, curves=("deletion",), ids=[r.id for r in subset], method="gradient")
+ax = plotting.curves(curves_df, x="fraction", y="score", hue="image", errorbar=None)
+ax.set_xlabel("fraction of pixels deleted")
+ax.set_ylabel("p(target)")
+ax.legend([], frameon=False)
+plt.show()
+summarize_aucs(aucs).round(3)"""),
+    md("""*Deletion curves of the gradient map, one line per photo. The table gives the mean deletion AUC and
+its standard error over the photos.*"""),
 ]
 
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
