@@ -25,6 +25,7 @@ __all__ = [
     "fade_pyramid",
     "pyramid_apply",
     "SmoothMaskGenerator",
+    "clamp01",
     "area_reference",
     "vecsort_area_loss",
     "tv_norm",
@@ -150,13 +151,19 @@ def pyramid_apply(pyramid: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             raise ValueError("pyramid_apply takes the pyramid of ONE image: (L, 1, C, H, W) or (L, C, H, W)")
         pyramid = pyramid[:, 0]
     n_levels, c = pyramid.shape[0], pyramid.shape[1]
-    w = m.clamp(0.0, 1.0) * (n_levels - 1)
+    w = m * (n_levels - 1)  # no clamp here: it would zero the gradient of saturated (m = 1) pixels
     k = w.detach().floor().clamp_(0, n_levels - 2)
     t = w - k
     idx = k.long().expand(m.shape[0], c, *m.shape[-2:])
     lo = torch.gather(pyramid[:-1], 0, idx)
     hi = torch.gather(pyramid[1:], 0, idx)
     return lo + t * (hi - lo)
+
+
+def clamp01(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] with the gradient passing on the closed interval (PyTorch 1.x semantics, which TorchRay ran
+    under); recent ``torch.clamp`` gives a zero gradient at the bounds, freezing masks that reach exactly 1."""
+    return torch.where((x >= 0) & (x <= 1), x, x.clamp(0.0, 1.0))
 
 
 class SmoothMaskGenerator:
@@ -220,7 +227,7 @@ class SmoothMaskGenerator:
             w = self.weight.to(device=params.device, dtype=params.dtype).view(taps * taps, 1, self.step, 1, self.step)
             self._tiled[key] = w.expand(-1, by, -1, bx, -1).reshape(1, taps * taps, by * self.step, bx * self.step)
         pooled = _SmoothMaxPool.apply(cols, self._tiled[key], self.coldness, self.step)
-        full = pooled[:, None, : self.full_shape[0], : self.full_shape[1]].clamp(0.0, 1.0)
+        full = clamp01(pooled[:, None, : self.full_shape[0], : self.full_shape[1]])
         mg = self.margin
         crop = full[..., mg : mg + self.shape[0], mg : mg + self.shape[1]]
         return full, crop
@@ -235,6 +242,7 @@ class _SmoothMaxPool(torch.autograd.Function):
     def forward(ctx, cols, wt, beta, step):
         n, t, by, bx = cols.shape
         v = cols.view(n, t, by, 1, bx, 1).expand(n, t, by, step, bx, step).reshape(n, t, by * step, bx * step)
+        v = v.clone() if step == 1 else v  # step 1: reshape is a view of cols
         v.mul_(wt)
         shift = beta * float(cols.detach().max().clamp(min=0.0))  # v <= max(cols) since 0 < w <= 1: no overflow
         e = torch.mul(v, beta).sub_(shift).exp_()

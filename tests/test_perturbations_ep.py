@@ -1,0 +1,132 @@
+"""EP operators: blur/fade pyramids, per-pixel pyramid interpolation, smooth-max mask family, vecsort area term."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from saliency_core.perturbations import (
+    SmoothMaskGenerator,
+    area_reference,
+    blur_pyramid,
+    fade_pyramid,
+    gaussian_blur,
+    pyramid_apply,
+    vecsort_area_loss,
+)
+
+
+def test_blur_pyramid_endpoints_and_sigmas():
+    x = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    p = blur_pyramid(x, levels=8, sigma_max=20.0)
+    assert p.shape == (8, 1, 3, 40, 40)
+    assert torch.equal(p[-1], x)  # top level = the clean image
+    torch.testing.assert_close(p[0], gaussian_blur(x, 20.0, pad="zeros"))
+    torch.testing.assert_close(p[3], gaussian_blur(x, (1 - 3 / 7) * 20.0, pad="zeros"))
+    # zero padding in normalised space: a constant image fades toward 0 at the border, stays ~constant inside
+    c = torch.ones(1, 1, 200, 200)
+    b = blur_pyramid(c, sigma_max=20.0)[0, 0, 0]
+    assert float(b[100, 100]) == pytest.approx(1.0, abs=1e-4)
+    assert float(b[0, 0]) < 0.3
+
+
+def test_fade_pyramid_endpoints():
+    x = torch.randn(1, 3, 8, 8)
+    p = fade_pyramid(x, 8)
+    assert torch.equal(p[0], torch.zeros_like(x))
+    torch.testing.assert_close(p[-1], x)
+    torch.testing.assert_close(p[2], x * 2 / 7)
+
+
+def test_pyramid_apply_hits_levels_and_interpolates():
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    p = blur_pyramid(x, levels=8, sigma_max=5.0)
+    for lvl in (0, 3, 7):
+        m = torch.full((1, 1, 16, 16), lvl / 7)
+        torch.testing.assert_close(pyramid_apply(p, m), p[lvl, 0][None], atol=1e-5, rtol=0)
+    m = torch.full((1, 1, 16, 16), 2.5 / 7)
+    torch.testing.assert_close(pyramid_apply(p, m), 0.5 * (p[2, 0] + p[3, 0])[None], atol=1e-5, rtol=0)
+    # per-pixel: two halves at two levels
+    m = torch.zeros(1, 1, 16, 16)
+    m[..., 8:] = 1.0
+    y = pyramid_apply(p, m)
+    torch.testing.assert_close(y[..., :8], p[0, 0][None][..., :8])
+    torch.testing.assert_close(y[..., 8:], x[..., 8:])
+    # gradient reaches the mask, batched over K masks
+    mk = torch.rand(3, 1, 16, 16, requires_grad=True)
+    pyramid_apply(p, mk).sum().backward()
+    assert mk.grad is not None and mk.grad.shape == (3, 1, 16, 16)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(4, 300), a=st.floats(0.01, 0.99), seed=st.integers(0, 10_000))
+def test_vecsort_zero_exactly_on_right_count_of_ones(n, a, seed):
+    n_ones = n - math.floor(n * (1 - a))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    m = torch.zeros(n)
+    m[perm[:n_ones]] = 1.0
+    assert float(vecsort_area_loss(m[None], [a])[0]) == 0.0
+    assert float(vecsort_area_loss(m[None], [a], reduction="sum")[0]) == 0.0
+    if n_ones < n:  # one extra one costs exactly 1 (sum) or 1/n (mean)
+        m2 = m.clone()
+        m2[perm[n_ones]] = 1.0
+        assert float(vecsort_area_loss(m2[None], [a], reduction="sum")[0]) == pytest.approx(1.0)
+        assert float(vecsort_area_loss(m2[None], [a])[0]) == pytest.approx(1.0 / n)
+
+
+def test_area_reference_and_batched_loss():
+    r = area_reference(10, [0.1, 0.35])
+    assert r.tolist()[0] == [0] * 9 + [1] and r[1].sum() == 10 - math.floor(10 * 0.65)
+    m = torch.rand(2, 1, 5, 5)
+    both = vecsort_area_loss(m, [0.1, 0.5])
+    torch.testing.assert_close(both, torch.cat([vecsort_area_loss(m[:1], [0.1]), vecsort_area_loss(m[1:], [0.5])]))
+    with pytest.raises(ValueError, match="areas"):
+        vecsort_area_loss(m, [0.1, 0.2, 0.3])
+
+
+def test_smooth_mask_geometry_224():
+    g = SmoothMaskGenerator(224)
+    assert g.param_shape == (32, 32) and g.full_shape == (260, 260) and g.padding == 7 and g.radius == 4
+    full, crop = g(torch.ones(2, 1, 32, 32))
+    assert full.shape == (2, 1, 260, 260) and crop.shape == (2, 1, 224, 224)
+    assert float(crop.min()) > 0.95 and float(full.max()) <= 1.0
+    torch.testing.assert_close(crop, full[..., 21:245, 21:245])
+    # one parameter at grid (16, 9) → a blob centred on image pixel (7·16, 7·9), value 1 within σ/2 of it
+    p = torch.zeros(1, 1, 32, 32)
+    p[0, 0, 16, 9] = 1.0
+    _, c = g(p)
+    assert float(c[0, 0, 112, 63]) == pytest.approx(1.0, abs=1e-5)
+    # 30 px away: the only non-zero tap has w = k(30/21); the 80 zero taps weigh e^0 in the smooth max
+    w = math.exp(-2 * (30 / 21 - 0.5) ** 2)
+    assert float(c[0, 0, 112, 63 + 30]) == pytest.approx(w * math.exp(20 * w) / (math.exp(20 * w) + 80), rel=1e-4)
+    assert float(c[0, 0, 0, 0]) < 1e-6
+    with pytest.raises(ValueError, match="params"):
+        g(torch.ones(1, 1, 31, 32))
+
+
+def _reference_smoothmax(g: SmoothMaskGenerator, p: torch.Tensor) -> torch.Tensor:
+    """Plain-autograd formula (softmax over taps) to check the hand-written backward."""
+    t = 2 * g.radius + 1
+    by, bx = g.blocks
+    cols = F.unfold(p, t, padding=g.padding).view(p.shape[0], t * t, by, 1, bx, 1)
+    v = cols * g.weight.to(p).view(1, t * t, 1, g.step, 1, g.step)
+    out = (v * torch.softmax(g.coldness * v, dim=1)).sum(1).reshape(p.shape[0], 1, by * g.step, bx * g.step)
+    return out[..., : g.full_shape[0], : g.full_shape[1]].clamp(0, 1)
+
+
+def test_smooth_mask_matches_reference_and_gradcheck():
+    g = SmoothMaskGenerator(20, step=3, sigma=4.0)
+    p = torch.rand(2, 1, *g.param_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    p.requires_grad_(True)
+    full, _ = g(p)
+    torch.testing.assert_close(full, _reference_smoothmax(g, p))
+    w = torch.rand_like(full)
+    (ga,) = torch.autograd.grad((full * w).sum(), p)
+    (gb,) = torch.autograd.grad((_reference_smoothmax(g, p) * w).sum(), p)
+    torch.testing.assert_close(ga, gb)
+    assert torch.autograd.gradcheck(lambda q: g(q)[0], (p,))
