@@ -1,0 +1,381 @@
+"""Maximal invariant data perturbation: stochastic (Ikeno & Hara 2018) and LP / LP(Smooth) (Hara et al. 2018).
+
+Both methods look for a box of perturbations around ``x`` inside which the model's decision stays ``c``
+(protocols.md §2). A pixel whose box is large is irrelevant; the score (higher = more relevant) is the
+negative box size.
+
+* :class:`StochasticInvariantPerturbation` (``"invariant_stochastic"``): Algorithm 1 of Ikeno & Hara,
+  penalty formulation optimised with Adam on fresh uniform draws t ~ U[−1, 1]^d (all M draws of one step in
+  ONE batch).
+* :class:`LPInvariantPerturbation` (``"invariant_lp"``; ``"invariant_lp_smooth"`` = the same with 10 noisy
+  linearisation points): the linear programme of Hara et al. solved with HiGHS or Clarabel (no CPLEX).
+
+:func:`invariance_rate` measures the invariance actually achieved by a box (the fraction of uniform draws
+inside it that keep the class), which is the quantity the stochastic paper argues the LP gets wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..explanation import Explainer, check_choice, check_range, register
+
+__all__ = [
+    "StochasticInvariantPerturbation",
+    "LPInvariantPerturbation",
+    "LPSmoothInvariantPerturbation",
+    "margin_jacobian",
+    "solve_invariance_lp",
+    "box_from_explanation",
+    "invariance_rate",
+]
+
+
+def _check_patch(patch: int | None, h: int, w: int) -> None:
+    if patch is not None and (h % patch or w % patch):
+        raise ValueError(f"patch={patch!r} is not valid for a {h}x{w} image; accepted values: a divisor of {h} and {w}")
+
+
+def _expand(grid: torch.Tensor, patch: int | None) -> torch.Tensor:
+    """``(..., h, w)`` patch grid → ``(..., h·p, w·p)`` (kron with ones(p, p))."""
+    if patch is None or patch == 1:
+        return grid
+    return grid.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# stochastic optimisation (Ikeno & Hara 2018, Algorithm 1)
+# --------------------------------------------------------------------------------------------
+@register("invariant_stochastic")
+class StochasticInvariantPerturbation(Explainer):
+    r"""Maximal invariant perturbation by stochastic optimisation (Ikeno & Hara 2018, arXiv 1807.05077).
+
+    Solves, for w ∈ [0, C]^d (one value per pixel and channel, or shared over ``patch``×``patch`` blocks),
+
+    .. math::  \max_w\ \mathrm{mean}(w) - \rho\,\mathrm{mean}_{m,j}\ \max\{0, y_j(x+t_m\odot w) - y_c(x+t_m\odot w)\}
+
+    with fresh t_m ~ U[−1, 1]^d, m = 1..M, every iteration (Algorithm 1), Adam (β 0.9/0.999, ε 1e-8),
+    and w ← min(max(w, 0), C) after each step, starting from w = 0. ``y`` is the softmax (``output="prob"``,
+    the official notebook) or the logits. The mean over j runs over all K classes (j = c contributes 0).
+
+    **Penalty normalisation.** The official code (``sato9hara/PertMap`` stochastic notebook, cell 10) uses
+    ρ = 100 on *means*. Multiplying the loss by d (which leaves the maximiser unchanged, and Adam's trajectory
+    unchanged up to ε, since Adam is invariant to a constant rescaling of the gradient):
+
+    .. math::  d\,[\mathrm{mean}(w) - \rho\,\tfrac{1}{MK}\textstyle\sum_{m,j} h_{jc}]
+               = \sum_i w_i - \tfrac{\rho d}{K}\,\sum_{j\ne c} \tfrac{1}{M}\sum_m h_{jc}(x+t_m\odot w),
+
+    i.e. the paper's eq. (3.3) with λ = ρ·d/K = 100·d/1000 = **0.1·d** (paper, Section 4.1), d = 3·224·224.
+
+    Parameters
+    ----------
+    M : int
+        Draws t per iteration, evaluated as one batch (paper: 32).
+    lr : float
+        Adam step size (paper: 0.01).
+    iterations : int
+        Adam steps (official notebook: 500).
+    penalty : float
+        ρ on means (official: 100 ≡ λ = 0.1·d on sums, see above).
+    C : float
+        Upper bound of w. The official *call* uses ``max_w=1.0`` (the paper's natural choice for [0, 1] images);
+        the official function's *signature default* is 0.1.
+    output : {"prob", "logit"}
+        Hinge on softmax probabilities (official) or on logits.
+    patch : int or None
+        Share w over ``patch``×``patch`` blocks (per channel); None = per pixel (official).
+    clip_input : bool
+        Clamp x + t⊙w to [0, 1] (the official code does not).
+    seed : int
+        Seed of the t draws (a ``torch.Generator``).
+
+    Perturbations live in [0, 1] pixel space; the classifier normalises inside its forward pass.
+    Score = −mean_channels(w) (higher = more relevant). ``extras``: ``w`` (3, H, W), ``objective`` (per
+    iteration, mean(w) − ρ·mean hinge, the maximised quantity), ``violation`` (mean hinge per iteration),
+    ``changed`` (fraction of the M draws whose top-1 ≠ c, per iteration).
+    """
+
+    def __init__(self, model, M: int = 32, lr: float = 0.01, iterations: int = 500, penalty: float = 100.0,
+                 C: float = 1.0, output: str = "prob", patch: int | None = None, clip_input: bool = False,
+                 seed: int = 0) -> None:
+        super().__init__(model)
+        self.M = int(check_range("M", M, 1))
+        self.lr = check_range("lr", lr, 0.0, low_inclusive=False)
+        self.iterations = int(check_range("iterations", iterations, 0))
+        self.penalty = check_range("penalty", penalty, 0.0)
+        self.C = check_range("C", C, 0.0, low_inclusive=False)
+        self.output = check_choice("output", output, ("prob", "logit"))
+        if patch is not None:
+            check_range("patch", patch, 1)
+            patch = int(patch)
+        self.patch = patch
+        self.clip_input = bool(clip_input)
+        self.seed = int(seed)
+
+    def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        _, ch, h, wd = x.shape
+        _check_patch(self.patch, h, wd)
+        p = self.patch or 1
+        w = torch.zeros(1, ch, h // p, wd // p, device=x.device, requires_grad=True)
+        opt = torch.optim.Adam([w], lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        objective, violation, changed = [], [], []
+        for _ in range(self.iterations):
+            t = torch.rand(self.M, ch, h, wd, generator=gen, device=x.device) * 2.0 - 1.0
+            xp = x + t * _expand(w, self.patch)
+            if self.clip_input:
+                xp = xp.clamp(0.0, 1.0)
+            y = self.model(xp)
+            top = y.argmax(1)
+            if self.output == "prob":
+                y = y.softmax(dim=1)
+            hinge = F.relu(y - y[:, target : target + 1]).mean()
+            size = w.mean()
+            loss = -size + self.penalty * hinge
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                w.clamp_(0.0, self.C)
+            objective.append(float((size - self.penalty * hinge).detach()))
+            violation.append(float(hinge.detach()))
+            changed.append(float((top != target).float().mean()))
+        wfull = _expand(w.detach(), self.patch)[0]
+        score = -wfull.mean(0)
+        extras = {
+            "w": wfull.cpu(),
+            "objective": torch.tensor(objective),
+            "violation": torch.tensor(violation),
+            "changed": torch.tensor(changed),
+        }
+        return score, extras
+
+
+# --------------------------------------------------------------------------------------------
+# LP / LP(Smooth) (Hara et al. 2018)
+# --------------------------------------------------------------------------------------------
+def margin_jacobian(model, x: torch.Tensor, chunk: int = 25,
+                    classes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(K,)`` at ``x`` (1, 3, H, W) and the input gradient of every logit ``(K, 3, H, W)``
+    (or of the listed ``classes`` only, ``(len(classes), 3, H, W)``).
+
+    Batched autograd: ``x`` is repeated ``chunk`` times, each copy back-propagates the one-hot of one class
+    (one backward call per chunk of classes; the copies are independent, so copy k receives ∇f_k).
+    ``ceil(K / chunk)`` batched forward/backward calls instead of K separate backward passes.
+    """
+    with torch.no_grad():
+        z = model.logits(x)[0]
+    cls = torch.arange(z.shape[0]) if classes is None else torch.as_tensor(classes, dtype=torch.long)
+    k = cls.numel()
+    jac = torch.empty((k,) + tuple(x.shape[1:]), dtype=x.dtype)
+    for s in range(0, k, chunk):
+        n = min(chunk, k - s)
+        xb = x.detach().expand(n, -1, -1, -1).clone().requires_grad_(True)
+        out = model(xb)
+        idx = cls[s : s + n].to(x.device)
+        (grad,) = torch.autograd.grad(out[torch.arange(n, device=x.device), idx].sum(), xb)
+        jac[s : s + n] = grad.detach().cpu()
+    return z.cpu(), jac
+
+
+def solve_invariance_lp(A: np.ndarray, B: np.ndarray, rhs: np.ndarray, delta: float, slack_weight: float,
+                        solver: str = "HIGHS") -> dict[str, Any]:
+    """max Σu + Σv − s·r  s.t.  A u + B v − r ≤ rhs,  0 ≤ u, v ≤ δ,  r ≥ 0  (A, B ≥ 0 elementwise).
+
+    Rows whose left side cannot exceed the right side anywhere in the box (δ·rowsum(A + B) ≤ rhs) are
+    redundant and dropped before solving (an exact presolve: it does not change the optimum).
+    ``solver``: ``"HIGHS"`` / ``"CLARABEL"`` through cvxpy, or ``"scipy"`` (``scipy.optimize.linprog``, HiGHS).
+    Returns u, v, r, the objective, the status, the number of rows kept and the solve time.
+    """
+    check_choice("solver", solver, ("HIGHS", "CLARABEL", "scipy"))
+    n = A.shape[1]
+    keep = delta * (A.sum(1) + B.sum(1)) > rhs
+    A, B, rhs = A[keep], B[keep], rhs[keep]
+    t0 = time.perf_counter()
+    if A.shape[0] == 0:
+        u = np.full(n, delta)
+        v = np.full(n, delta)
+        r, status, obj = 0.0, "optimal (no active rows)", 2 * n * delta
+    elif solver == "scipy":
+        from scipy.optimize import linprog
+
+        c = np.concatenate([-np.ones(2 * n), [slack_weight]])
+        a_ub = np.hstack([A, B, -np.ones((A.shape[0], 1))])
+        bounds = [(0.0, delta)] * (2 * n) + [(0.0, None)]
+        res = linprog(c, A_ub=a_ub, b_ub=rhs, bounds=bounds, method="highs")
+        if res.x is None:
+            raise RuntimeError(f"LP failed: {res.message}")
+        u, v, r = res.x[:n], res.x[n : 2 * n], float(res.x[-1])
+        status, obj = res.message, -float(res.fun)
+    else:
+        import cvxpy as cp
+
+        uu = cp.Variable(n)
+        vv = cp.Variable(n)
+        rr = cp.Variable()
+        cons = [A @ uu + B @ vv - rr <= rhs, uu >= 0, uu <= delta, vv >= 0, vv <= delta, rr >= 0]
+        prob = cp.Problem(cp.Maximize(cp.sum(uu) + cp.sum(vv) - slack_weight * rr), cons)
+        prob.solve(solver=solver)
+        if uu.value is None:
+            raise RuntimeError(f"LP failed with solver={solver!r}: status {prob.status}")
+        u = np.clip(np.asarray(uu.value), 0.0, delta)
+        v = np.clip(np.asarray(vv.value), 0.0, delta)
+        r, status, obj = max(float(rr.value), 0.0), str(prob.status), float(prob.value)
+    return {"u": u, "v": v, "r": r, "objective": obj, "status": status, "rows_kept": int(keep.sum()),
+            "solve_s": time.perf_counter() - t0}
+
+
+@register("invariant_lp")
+class LPInvariantPerturbation(Explainer):
+    r"""Maximal invariant perturbation by linear programming: LP and LP(Smooth) (Hara et al. 2018, arXiv 1806.07004).
+
+    Linearisation points x_i = x + n_i, n_0 = 0 and, for LP(Smooth), n_i ~ N(0, σ²) i = 1..``smooth_points``
+    (σ = ``smooth_sigma`` in [0, 1] pixel units). At each point the 999 logit margins z_ij = f_c(x_i) − f_j(x_i)
+    and their gradients h_ij = ∇f_c(x_i) − ∇f_j(x_i) come from batched autograd (:func:`margin_jacobian`).
+
+    Variables: u, v ∈ [0, δ] per ``patch``×``patch`` block and channel (2·3·(H/p)(W/p) values; 4704 at 224²),
+    one shared slack r ≥ 0. Every pixel of block k may move independently in [−v_k, +u_k]; the exact worst
+    first-order margin drop is Σ_block |h⁻| u + Σ_block h⁺ v, so the LP is (protocols.md §2.2)
+
+    .. math:: \max\ \Sigma u + \Sigma v - \lambda\,(2\,\mathrm{xdim})\,r \quad \text{s.t.}\quad
+              |H^-_{ij}|\,u + H^+_{ij}\,v - r \le \mathrm{RHS}_{ij}
+
+    with λ = ``slack`` (1e-4 → slack weight 0.4704 at 224², the paper's "λ ≈ 0.5").
+
+    ``lp_rhs="taylor"`` (default): RHS_ij = z_ij − h_ij·n_i, the first-order expansion around x_i evaluated at
+    x + Δ. ``lp_rhs="official"``: RHS_ij = z_ij + g_{i,k}·n_i with g_{i,k} the raw gradient of class *index*
+    k = 0..K−2 (not h, not skipping c, + sign), as in the official notebook (cell 15). Both agree for plain LP.
+
+    ``classes`` (a budget option, not in the paper; default None = all K − 1 competitors): keep only the
+    ``classes`` competitors with the largest logits at x; this cuts the Jacobian from K to ``classes`` + 1 rows.
+    ``batch_size`` = classes per batched backward call (runtime only).
+
+    Score = 2δ − mean_channels(u + v), kron-upsampled to H×W (higher = more relevant).
+    ``extras``: ``u``, ``v`` (3, H/p, W/p), ``r``, LP status and objective, ``rows`` / ``rows_kept``
+    (redundant rows are dropped exactly, see :func:`solve_invariance_lp`), ``grad_s``, ``build_s``, ``solve_s``.
+    """
+
+    def __init__(self, model, delta: float = 0.1, slack: float = 1e-4, patch: int = 8, smooth_points: int = 0,
+                 smooth_sigma: float = 0.05, lp_rhs: str = "taylor", solver: str = "HIGHS", classes: int | None = None,
+                 seed: int = 0, batch_size: int = 25) -> None:
+        super().__init__(model)
+        self.delta = check_range("delta", delta, 0.0, low_inclusive=False)
+        self.slack = check_range("slack", slack, 0.0)
+        self.patch = int(check_range("patch", patch, 1))
+        self.smooth_points = int(check_range("smooth_points", smooth_points, 0))
+        self.smooth_sigma = check_range("smooth_sigma", smooth_sigma, 0.0)
+        self.lp_rhs = check_choice("lp_rhs", lp_rhs, ("taylor", "official"))
+        self.solver = check_choice("solver", solver, ("HIGHS", "CLARABEL", "scipy"))
+        if classes is not None:
+            classes = int(check_range("classes", classes, 1))
+        self.classes = classes
+        self.seed = int(seed)
+        self.batch_size = int(check_range("batch_size", batch_size, 1))
+
+    def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        _, ch, h, wd = x.shape
+        _check_patch(self.patch, h, wd)
+        p = self.patch
+        gen = torch.Generator().manual_seed(self.seed)
+        noises = [torch.zeros_like(x).cpu()]
+        for _ in range(self.smooth_points):
+            noises.append(torch.randn(x.shape, generator=gen) * self.smooth_sigma)
+        k = self.model.num_classes
+        others = [j for j in range(k) if j != target]
+        if self.classes is not None and self.classes < k - 1:
+            # budget option: only the `classes` competitors with the largest logits at x (not in the paper)
+            z0 = self.model.logits(x)[0].cpu()
+            ranked = [int(j) for j in z0.argsort(descending=True, stable=True).tolist() if j != target]
+            others = sorted(ranked[: self.classes])
+        # rows of the Jacobian needed: c, the competitors, and (official RHS) the raw class indices 0..len-1
+        need = sorted(set([target] + others + (list(range(len(others))) if self.lp_rhs == "official" else [])))
+        pos = {j: i for i, j in enumerate(need)}
+        rows_a, rows_b, rows_rhs = [], [], []
+        grad_s = build_s = 0.0
+        for n in noises:
+            t0 = time.perf_counter()
+            z, jac = margin_jacobian(self.model, x + n.to(x.device), chunk=self.batch_size, classes=need)
+            t1 = time.perf_counter()
+            oi = [pos[j] for j in others]
+            hmat = jac[pos[target]].unsqueeze(0) - jac[oi]  # (K-1, 3, H, W)
+            zmat = z[target] - z[others]
+            if self.lp_rhs == "taylor":
+                rhs = zmat - (hmat.flatten(1) @ n.flatten())
+            else:
+                raw = [pos[j] for j in range(len(others))]
+                rhs = zmat + (jac[raw].flatten(1) @ n.flatten())
+            rows_a.append(F.avg_pool2d(F.relu(-hmat), p, p).flatten(1) * (p * p))
+            rows_b.append(F.avg_pool2d(F.relu(hmat), p, p).flatten(1) * (p * p))
+            rows_rhs.append(rhs)
+            del jac, hmat
+            grad_s += t1 - t0
+            build_s += time.perf_counter() - t1
+        t0 = time.perf_counter()
+        A = torch.cat(rows_a).double().numpy()
+        B = torch.cat(rows_b).double().numpy()
+        rhs = torch.cat(rows_rhs).double().numpy()
+        build_s += time.perf_counter() - t0
+        xdim = A.shape[1]
+        sol = solve_invariance_lp(A, B, rhs, self.delta, self.slack * 2 * xdim, self.solver)
+        gh, gw = h // p, wd // p
+        u = torch.from_numpy(sol["u"]).float().view(ch, gh, gw)
+        v = torch.from_numpy(sol["v"]).float().view(ch, gh, gw)
+        score = _expand(2 * self.delta - (u + v).mean(0), p)
+        extras = {"u": u, "v": v, "r": sol["r"], "objective": sol["objective"], "status": sol["status"],
+                  "rows": int(A.shape[0]), "rows_kept": sol["rows_kept"], "grad_s": grad_s, "build_s": build_s,
+                  "solve_s": sol["solve_s"], "patch": p, "rhs": torch.from_numpy(rhs).float()}
+        return score.to(x.device), extras
+
+
+@register("invariant_lp_smooth")
+class LPSmoothInvariantPerturbation(LPInvariantPerturbation):
+    """LP(Smooth): :class:`LPInvariantPerturbation` with ``smooth_points=10`` noisy linearisation points."""
+
+    def __init__(self, model, delta: float = 0.1, slack: float = 1e-4, patch: int = 8, smooth_points: int = 10,
+                 smooth_sigma: float = 0.05, lp_rhs: str = "taylor", solver: str = "HIGHS", classes: int | None = None,
+                 seed: int = 0, batch_size: int = 25) -> None:
+        super().__init__(model, delta, slack, patch, smooth_points, smooth_sigma, lp_rhs, solver, classes, seed,
+                         batch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# invariance actually achieved
+# --------------------------------------------------------------------------------------------
+def box_from_explanation(expl) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) perturbation bounds (3, H, W) of an invariant-perturbation explanation.
+
+    Stochastic: [−w, +w]. LP: [−v, +u] per block, expanded to pixels.
+    """
+    ex = expl.extras
+    if "w" in ex:
+        return -ex["w"], ex["w"]
+    if "u" in ex and "v" in ex:
+        p = int(ex.get("patch", 1))
+        return -_expand(ex["v"], p), _expand(ex["u"], p)
+    raise ValueError(f"method={expl.method!r} is not valid; accepted values: an invariant_* explanation")
+
+
+@torch.no_grad()
+def invariance_rate(model, x: torch.Tensor, target: int, lower: torch.Tensor, upper: torch.Tensor,
+                    n_samples: int = 256, seed: int = 0, batch_size: int = 64, clip: bool = False) -> float:
+    """Fraction of uniform draws Δ ~ U[lower, upper] (per pixel and channel) with top-1(x + Δ) = ``target``."""
+    check_range("n_samples", n_samples, 1)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    gen = torch.Generator().manual_seed(seed)
+    lo = lower.to(torch.float32).unsqueeze(0)
+    hi = upper.to(torch.float32).unsqueeze(0)
+    kept = 0
+    for s in range(0, n_samples, batch_size):
+        n = min(batch_size, n_samples - s)
+        t = torch.rand((n,) + tuple(x.shape[1:]), generator=gen)
+        xp = x.cpu() + lo + t * (hi - lo)
+        if clip:
+            xp = xp.clamp(0.0, 1.0)
+        kept += int((model.logits(xp.to(model.device), batch_size=n).argmax(1) == target).sum())
+    return kept / n_samples
