@@ -114,3 +114,16 @@ def test_bad_arguments():
         saliency_order(PERFECT, "first")
     with pytest.raises(ValueError, match="image has shape"):
         insertion_deletion(CLF, X[0, :1], PERFECT, 3)
+
+
+def test_auc_from_curve_reproduces_both_rules_from_one_evaluation():
+    from saliency_core.metrics.insertion_deletion import auc_from_curve
+
+    sal = torch.rand(7, 7, generator=torch.Generator().manual_seed(2))
+    ok = insertion_deletion(CLF, X, sal, 3, "igospp")
+    bug = insertion_deletion(CLF, X, sal, 3, "igospp", igospp_metric_bug=True)
+    d = ok.curves.query("curve == 'deletion'")
+    assert auc_from_curve(d, "igospp") == pytest.approx(ok.deletion)
+    assert auc_from_curve(d, "igospp", igospp_metric_bug=True) == pytest.approx(bug.deletion)
+    r = insertion_deletion(CLF, X, sal, 3, "rise", step=64)
+    assert auc_from_curve(r.curves.query("curve == 'insertion'"), "rise") == pytest.approx(r.insertion)

@@ -45,6 +45,7 @@ __all__ = [
     "insertion_deletion",
     "evaluate_insertion_deletion",
     "summarize_aucs",
+    "auc_from_curve",
 ]
 
 PRESETS = ("rise", "igospp")
@@ -112,6 +113,20 @@ def auc_right_riemann(scores: Sequence[float], counts: Sequence[int], total: int
 def igospp_step(s: int) -> int:
     """Cells per step of the iGOS++ metric on an s×s grid: max(1, s²//50)."""
     return max(1, (s * s) // 50)
+
+
+def auc_from_curve(curve: pd.DataFrame, preset: str, igospp_metric_bug: bool = False) -> float:
+    """Recompute the AUC of ONE curve (rows of one image and curve, as returned in ``InsDelResult.curves``).
+
+    Lets the same model evaluations give both the correct and the official (``igospp_metric_bug``) iGOS++ AUC.
+    """
+    check_choice("preset", preset, PRESETS)
+    c = curve.sort_values("step")
+    if preset == "rise":
+        return auc_trapezoid(c.score.to_numpy())
+    c = c[c.in_auc]
+    total = int(c.n_changed.sum())
+    return auc_right_riemann(c.score.to_numpy(), c.n_changed.to_numpy(), total, bug=igospp_metric_bug)
 
 
 def _as_image(x: torch.Tensor) -> torch.Tensor:
