@@ -314,8 +314,8 @@ def _per_area_results(ep: ExtremalPerturbation, x, target, areas, cache, image_i
         hit = None
         if isinstance(cache, dict):
             hit = cache.get(repr(sorted(key.items())))
-        elif cache is not None and hasattr(cache, "get"):
-            hit = cache.get("ep_area", key)
+        elif cache is not None:
+            hit = cache.load("ep_area", key)
         if hit is not None:
             results[a] = hit
         else:
@@ -351,9 +351,10 @@ def smallest_sufficient_area(
     A batched sweep over ``areas`` (one optimisation batch) brackets a*, then ``rounds`` rounds each optimise
     ``probes`` equally spaced areas inside the bracket in one batch (probes = 1 is bisection). Φ is ``ep``'s reward
     of the preserved image m_a ⊗ x, recomputed without flip after optimisation (``variant`` is forced to preserve
-    semantics by using the preserve score). ``cache``: a dict (in-memory memo) or a ``ResultCache``-like object with
-    ``get(kind, key)`` and ``get_or_compute(kind, key, fn)``; areas already optimised with the same settings, model,
-    image (``image_id``, default: a hash of ``x``) and target are reused. With logits, τ·Φ(x) assumes Φ(x) > 0.
+    semantics by using the preserve score). ``cache``: a dict (in-memory memo) or a
+    :class:`~saliency_core.cache.ResultCache` (``load(kind, key)``, ``get_or_compute(kind, key, fn)``); areas already
+    optimised with the same settings, model, image (``image_id``, default: a hash of ``x``) and target are reused.
+    With logits, τ·Φ(x) assumes Φ(x) > 0.
     """
     areas = tuple(sorted(check_areas(areas)))
     check_range("tau", tau, 0.0, low_inclusive=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ __all__ = [
     "PointingGame",
     "paste_object",
     "synthetic_pointing_check",
+    "load_boxes",
+    "pointing_input",
 ]
 
 #: The official repository's pointing accuracies in %, all / difficult (facebookresearch/TorchRay:docs/pointing.csv
@@ -189,3 +192,33 @@ def synthetic_pointing_check(
         scenes.append({"image": iid, "scene": scene, "box": (int(xs.min()), int(ys.min()), int(xs.max()) + 1,
                                                              int(ys.max()) + 1)})
     return game, scenes
+
+
+def load_boxes(path: str | Path) -> dict[str, list[tuple[int, tuple[float, float, float, float]]]]:
+    """Read a boxes CSV (columns ``file, class_index, x0, y0, x1, y1``, original-image pixels, x1/y1 exclusive).
+
+    Returns {file name: [(class_index, box), ...]}; several rows per file/class form the union ground truth.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"boxes={str(path)!r} is not a file; accepted values: a CSV file,class_index,x0,y0,x1,y1")
+    out: dict[str, list] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+                out.setdefault(Path(row["file"]).name, []).append((int(row["class_index"]), box))
+            except (KeyError, ValueError):
+                raise ValueError(f"{path.name}: row {row} is not valid; accepted values: "
+                                 "file,class_index,x0,y0,x1,y1") from None
+    return out
+
+
+def pointing_input(image, short_side: int = 224) -> torch.Tensor:
+    """TorchRay's pointing input: resize the shorter side to ``short_side`` (no crop) → (1, 3, h, w) in [0, 1]."""
+    from torchvision.transforms import functional as TF
+
+    img = TF.resize(image.convert("RGB"), short_side)
+    return TF.to_tensor(img)[None]
