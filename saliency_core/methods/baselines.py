@@ -177,6 +177,16 @@ class LRP(_CaptumExplainer):
         return _LRP(self.model.pixel_model)
 
     def _call(self, algo, x, target):
+        from captum.attr._core import lrp as _lrp
+
+        known = tuple(_lrp.SUPPORTED_LAYERS_WITH_RULES) + tuple(_lrp.SUPPORTED_NON_LINEAR_LAYERS)
+        leaves = [m for m in self.model.net.modules() if not list(m.children())]
+        bad = sorted({type(m).__name__ for m in leaves if not isinstance(m, known) and not hasattr(m, "rule")})
+        if bad:
+            n_bad = sum(type(m).__name__ in bad for m in leaves)
+            raise ValueError(f"method='lrp' is not supported for model={self.model.name!r}: Captum's LRP has no "
+                             f"rule for layer type(s) {', '.join(bad)} ({n_bad} layers); accepted values: networks "
+                             "built from Conv2d, Linear, BatchNorm2d, pooling, ReLU, Dropout, Tanh")
         try:
             return algo.attribute(x, target=target)
         except TypeError as exc:
@@ -185,12 +195,18 @@ class LRP(_CaptumExplainer):
 
 @register("occlusion")
 class Occlusion(_CaptumExplainer):
-    """Occlusion (Zeiler & Fergus 2014): output drop when a ``window`` patch is set to ``fill``."""
+    """Occlusion (Zeiler & Fergus 2014): output drop when a ``window`` patch is set to ``fill``.
+
+    ``window`` is in Captum's (C, H, W) order; DeepExplain's (H, W, C) order, e.g. Ikeno & Hara's (12, 12, 3),
+    is accepted and converted. ``stride`` defaults to the window (non-overlapping patches).
+    """
 
     def __init__(self, model, reduce: str = "abs_max", window: tuple[int, int, int] = (3, 12, 12),
                  stride: tuple[int, int, int] | None = None, fill: float = 0.5, batch_size: int = 64) -> None:
         super().__init__(model, reduce)
         self.window = tuple(int(w) for w in window)
+        if len(self.window) == 3 and self.window[2] == 3 and self.window[0] != 3:
+            self.window = (3, self.window[0], self.window[1])  # DeepExplain's (H, W, C), e.g. (12, 12, 3)
         if len(self.window) != 3 or min(self.window) < 1:
             raise ValueError(f"window={window!r} is not valid; accepted values: (channels, height, width) >= 1")
         self.stride = tuple(int(s) for s in stride) if stride is not None else self.window
