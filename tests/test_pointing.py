@@ -79,7 +79,7 @@ def test_ep_saliency_sum_smooth_zero_padding():
     r, c = pointing_point(s)
     sigma = 0.09 * 40
     assert 3 * sigma <= r <= 40 - 3 * sigma and 3 * sigma <= c <= 60 - 3 * sigma
-    assert float(s[0, 0]) < 0.3 * float(s.max()) and float(s.max()) == pytest.approx(4.0, abs=1e-3)
+    assert float(s[0, 0]) < 0.4 * float(s.max()) and float(s.max()) == pytest.approx(4.0, abs=1e-3)
     raw = ep_pointing_saliency(m, None, smooth=0.0)
     torch.testing.assert_close(raw, m.sum(0))
 
