@@ -15,12 +15,13 @@ export SALIENCY_THREADS := $(THREADS)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: env book test test-fast notebooks lint bench clean help
+.PHONY: env book check-book test test-fast notebooks lint bench clean help
 
 help:
 	@echo "make book   - create/refresh .venv, run every notebook (profile=$(PROFILE)) and build _build/html"
 	@echo "make test   - create/refresh .venv, ruff, unit tests and nbval on the committed notebooks"
 	@echo "make bench  - run the speed benchmarks (benchmarks/*.py)"
+	@echo "make check-book - open every page of _build/html in headless Chromium (builds the book if missing)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ env: $(STAMP)
 
 book: env
 	$(PY) -m saliency_core.run --profile $(PROFILE)
+
+# Reader's check: tracebacks, missing images, unrendered math, broken links, network needs; screenshots in _build/
+check-book: env
+	@test -f _build/html/index.html || $(PY) -m saliency_core.run --profile $(PROFILE)
+	$(PY) tools/check_book.py --install-chromium
 
 notebooks: env
 	$(PY) -m saliency_core.run --profile smoke --execute-only --in-place

@@ -110,6 +110,8 @@ def build_book(executed: Path, root: Path = ROOT) -> Path:
         shutil.copy2(ex if ex.is_file() else nb, stage / "notebooks" / nb.name)
     for extra in (root / "notebooks").glob("*.md"):
         shutil.copy2(extra, stage / "notebooks" / extra.name)
+    # MathJax from npm into _vendor (html_static_path in _config.yml) so that math renders offline
+    subprocess.run(["bash", str(root / "tools" / "vendor_mathjax.sh"), str(stage / "_vendor" / "mathjax")], check=True)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(root), "--keep-going"]
     if shutil.which("jupyter-book", path=str(Path(sys.executable).parent)):
         cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root),
