@@ -624,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckError as exc:
         print(f"[check_book] cannot check the book: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 (the browser died or its socket closed: the check did not run)
+        print(f"[check_book] cannot check the book: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     by_reason: dict[str, list[str]] = {}
     for n in report.notes:
         by_reason.setdefault(n.reason, []).append(n.page)
