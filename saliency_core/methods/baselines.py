@@ -299,6 +299,30 @@ class _SuperpixelExplainer(Explainer):
         return attr[0, 0], {"segments": seg.cpu(), "n_segments": int(seg.max()) + 1}
 
 
+def _wls_model(ridge: float = 0.0):
+    """Captum interpretable model fitted in closed form: weighted least squares with an unpenalised intercept and
+    an optional ridge penalty. A scikit-learn-free stand-in for Captum's ``SkLearnLinearRegression`` (KernelSHAP,
+    ``ridge=0``) and for LIME's own ``Ridge(alpha=1)`` (``ridge=1``)."""
+    from captum._utils.models.linear_model import LinearModel
+
+    def train(model, dataloader, construct_kwargs=None, **_: Any) -> dict[str, float]:
+        xs, ys, ws = [], [], []
+        for data in dataloader:
+            xs.append(data[0].double().reshape(data[0].shape[0], -1))
+            ys.append(data[1].double().reshape(-1))
+            ws.append(data[2].double().reshape(-1) if len(data) == 3 else torch.ones(data[0].shape[0]).double())
+        X, y, w = torch.cat(xs), torch.cat(ys), torch.cat(ws)
+        Xc = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], 1)
+        A = Xc.T @ (w[:, None] * Xc)
+        A = A + ridge * torch.diag(torch.cat([torch.ones(X.shape[1]), torch.zeros(1)]).double())
+        beta = torch.linalg.pinv(A) @ (Xc.T @ (w * y))
+        model._construct_model_params(norm_type=None, weight_values=beta[:-1].view(1, -1).float(),
+                                      bias_value=beta[-1:].float())
+        return {"train_time": 0.0}
+
+    return LinearModel(train_fn=train)
+
+
 @register("lime")
 class Lime(_SuperpixelExplainer):
     """LIME (Ribeiro et al. 2016) over superpixels, Captum ``Lime`` (cosine-kernel weighted ridge-free linear fit).
@@ -316,15 +340,15 @@ class Lime(_SuperpixelExplainer):
     def _algo(self):
         from captum.attr import Lime as _Lime
 
-        return _Lime(self.model.pixel_model)
+        return _Lime(self.model.pixel_model, interpretable_model=_wls_model(ridge=1.0))  # LIME's Ridge(alpha=1)
 
     def _explain(self, x, target):
         sal, extras = super()._explain(x, target)
         if self.top_k is None:
             return sal, extras
         seg = extras["segments"]
-        coef = torch.zeros(int(seg.max()) + 1).index_reduce_(0, seg.flatten(), sal.flatten().cpu(), "amax",
-                                                            include_self=False)
+        coef = torch.zeros(int(seg.max()) + 1)
+        coef[seg.flatten()] = sal.flatten().cpu()  # the map is constant on each superpixel
         top = torch.argsort(-coef, stable=True)[: self.top_k]
         top = top[coef[top] > 0]
         extras["coefficients"] = sal
@@ -346,4 +370,6 @@ class KernelShap(_SuperpixelExplainer):
     def _algo(self):
         from captum.attr import KernelShap as _KS
 
-        return _KS(self.model.pixel_model)
+        algo = _KS(self.model.pixel_model)
+        algo.interpretable_model = _wls_model(ridge=0.0)  # exact WLS (Captum's default needs scikit-learn)
+        return algo
