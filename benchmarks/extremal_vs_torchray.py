@@ -1,0 +1,101 @@
+"""Extremal perturbations: ours vs TorchRay (when importable) on the same model, image, area and settings.
+
+Measures (one run):
+* mask_corr: Pearson correlation of the 224² masks after the same number of iterations;
+* time_ratio_vs_torchray: our wall time / TorchRay's wall time;
+* overhead_ratio: our wall time / the time of the pure batched model forward+backward passes that EP needs
+  (max_iter batches of K images through the network, gradients w.r.t. the input), i.e. what the optimiser costs beyond
+  the model.
+
+TorchRay (CC BY-NC) is never a project dependency. Install it for this benchmark only, e.g.
+``pip install --no-deps --target /tmp/torchray torchray``; the script adds /tmp/torchray to ``sys.path`` when present
+(or ``TORCHRAY_PATH``). Without it the TorchRay keys print nan.
+
+Usage: python benchmarks/extremal_vs_torchray.py [--iters 200] [--areas 0.1] [--image 0] [--threads N]
+Last line: mask_corr=<f> time_ratio_vs_torchray=<f> overhead_ratio=<f>
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--areas", type=float, nargs="+", default=[0.1])
+    ap.add_argument("--image", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+
+    from saliency_core import embedded_images, load_model, records_to_batch
+    from saliency_core.methods.extremal import ExtremalPerturbation
+    from saliency_core.runtime import configure
+
+    rt = configure(threads=args.threads)
+    clf = load_model("efficientnet_lite0")
+    rec = embedded_images()[args.image]
+    x = records_to_batch([rec], clf)
+    target = clf.top1(x)
+    k = len(args.areas)
+    print(f"threads={rt['threads']} image={rec.id.split('/')[-1]} target={target} areas={args.areas} iters={args.iters}")
+
+    # -- ours ---------------------------------------------------------------------------------
+    ep = ExtremalPerturbation(clf, areas=tuple(args.areas), max_iter=args.iters)
+    ep.explain(x, target) if args.iters <= 2 else None
+    t0 = time.perf_counter()
+    ours = ep.explain(x, target)
+    t_ours = time.perf_counter() - t0
+    print(f"ours: {t_ours:.2f} s, forward passes {ours.n_forward}, backward passes {ours.n_backward}")
+
+    # -- pure model time for the same passes --------------------------------------------------
+    z = clf.normalize(x).expand(k, -1, -1, -1).contiguous()
+    with clf.guard():
+        t0 = time.perf_counter()
+        for _ in range(args.iters):
+            zi = z.clone().requires_grad_(True)
+            clf.net(zi)[:, target].sum().backward()
+        with torch.no_grad():  # the 2K + 1 no-grad evaluations ours adds after the loop
+            clf.net(torch.cat([z, z]))
+            clf.net(z[:1])
+        t_model = time.perf_counter() - t0
+    overhead = t_ours / t_model
+    print(f"pure model forward+backward for the same passes: {t_model:.2f} s -> overhead ratio {overhead:.3f}")
+
+    # -- TorchRay -----------------------------------------------------------------------------
+    path = os.environ.get("TORCHRAY_PATH", "/tmp/torchray")
+    if os.path.isdir(path) and path not in sys.path:
+        sys.path.append(path)
+    corr = ratio = float("nan")
+    try:
+        from torchray.attribution.extremal_perturbation import extremal_perturbation
+    except Exception as exc:  # noqa: BLE001 - report why and print nan
+        print(f"TorchRay not importable ({type(exc).__name__}: {exc}); install it for this benchmark only, "
+              f"e.g. pip install --no-deps --target /tmp/torchray torchray")
+    else:
+        flags = [p.requires_grad for p in clf.net.parameters()]
+        clf.net.eval()
+        zin = clf.normalize(x)
+        t0 = time.perf_counter()
+        masks, _ = extremal_perturbation(clf.net, zin, target, areas=list(args.areas), max_iter=args.iters)
+        t_tr = time.perf_counter() - t0
+        for p, f in zip(clf.net.parameters(), flags):  # TorchRay leaves requires_grad=False behind
+            p.requires_grad_(f)
+        ratio = t_ours / t_tr
+        ref = masks[:, 0].detach().numpy().reshape(k, -1)
+        mine = ours.extras["masks"].numpy().reshape(k, -1)
+        corrs = [float(np.corrcoef(ref[i], mine[i])[0, 1]) for i in range(k)]
+        corr = float(np.mean(corrs))
+        mad = float(np.abs(ref - mine).mean())
+        print(f"TorchRay: {t_tr:.2f} s; per-area mask correlation {np.round(corrs, 4).tolist()}, mean |diff| {mad:.4f}")
+    print(f"mask_corr={corr:.4f} time_ratio_vs_torchray={ratio:.4f} overhead_ratio={overhead:.4f}")
+
+
+if __name__ == "__main__":
+    main()
