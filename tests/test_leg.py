@@ -191,3 +191,20 @@ def test_diamonds_and_cshapley_box(box_classifier):
     assert ex.n_forward == 64 * 2
     cells = ex.extras["cells"]
     assert cells[2:6, 2:6].mean() > cells[0, :].abs().mean() + 1e-4
+
+
+def test_kernel_shap_closed_form_wls_exact_on_linear_model(box_classifier):
+    """Logit 3 is linear in the pixels: KernelSHAP's WLS recovers each superpixel's exact contribution."""
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ex = get_explainer("kernel_shap", box_classifier, n_samples=200, superpixels="slic", n_segments=12,
+                       fill="white").explain(x, 3)
+    seg = ex.extras["segments"]
+    inbox = torch.zeros(32, 32, dtype=torch.bool)
+    inbox[8:24, 8:24] = True
+    for k in range(int(seg.max()) + 1):
+        sel = (seg == k) & inbox
+        expect = 10.0 / (3 * 256) * float((x[0][:, sel] - 1.0).sum())
+        assert float(ex.map[seg == k][0]) == pytest.approx(expect, abs=1e-4)
+    lime = get_explainer("lime", box_classifier, n_samples=100, superpixels="slic", n_segments=12,
+                         top_k=2).explain(x, 3)
+    assert set(lime.map.unique().tolist()) <= {0.0, 1.0} and len(lime.map.unique()) <= 3
