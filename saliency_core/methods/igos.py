@@ -343,7 +343,7 @@ class IGOS(_IntegratedMaskOptimizer):
         ls_fresh_base: bool = False,
         reproduce_cli_swap: bool = False,
         seed: int = 0,
-        batch_size: int = 32,
+        batch_size: int = 16,
     ) -> None:
         super().__init__(model)
         self.size, self.iterations, self.ig_steps = size, iterations, ig_steps
@@ -431,7 +431,7 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         output: str = "mxy",
         reproduce_cli_swap: bool = False,
         seed: int = 0,
-        batch_size: int = 32,
+        batch_size: int = 16,
     ) -> None:
         super().__init__(model)
         self.size, self.iterations, self.ig_steps = size, iterations, ig_steps

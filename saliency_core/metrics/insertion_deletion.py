@@ -87,9 +87,15 @@ def saliency_order(saliency: torch.Tensor, ties: str = "stable", seed: int = 0) 
     return perm[torch.sort(-s[perm], stable=True).indices]
 
 
+def _as_float_array(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.array(values, dtype=np.float64).ravel()
+
+
 def auc_trapezoid(scores: Sequence[float] | np.ndarray | torch.Tensor) -> float:
     """RISE's normalised trapezoid: (Σ_i s_i − s_0/2 − s_n/2)/n for n + 1 equally spaced scores on [0, 1]."""
-    a = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).ravel()
+    a = _as_float_array(scores)
     if a.size < 2:
         raise ValueError(f"scores has {a.size} entries; accepted values: at least 2")
     return float((a.sum() - a[0] / 2 - a[-1] / 2) / (a.size - 1))
@@ -100,7 +106,7 @@ def auc_right_riemann(scores: Sequence[float], counts: Sequence[int], total: int
 
     ``bug=True`` is the official precedence bug: the last step adds n_last instead of p_last·n_last.
     """
-    p = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).ravel()
+    p = _as_float_array(scores)
     n = np.asarray(counts, dtype=np.float64).ravel()
     if p.size != n.size or p.size == 0:
         raise ValueError(f"scores ({p.size}) and counts ({n.size}) must have the same non-zero length")
