@@ -13,7 +13,6 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=214
 export OMP_NUM_THREADS := $(THREADS)
 export SALIENCY_THREADS := $(THREADS)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: env book check-book test test-fast notebooks lint bench clean help
 

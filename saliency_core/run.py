@@ -85,6 +85,8 @@ def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path = 
     if not src.is_file():
         raise SystemExit(f"--only {stem!r} is not valid; accepted values: {', '.join(notebook_stems(root))}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # a non-inline MPLBACKEND (e.g. Agg from a CI environment) would reach the kernel and drop every figure
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     tmp = out.with_name(f".running-{out.name}")
     t0 = time.perf_counter()
     pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(src.parent),
