@@ -277,7 +277,9 @@ class LPInvariantPerturbation(Explainer):
         self.seed = int(seed)
         self.batch_size = int(check_range("batch_size", batch_size, 1))
 
-    def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def lp_rows(self, x: torch.Tensor, target: int) -> dict[str, Any]:
+        """The LP data for image ``x`` (1, 3, H, W): ``A`` = patch sums of |h⁻|, ``B`` = of h⁺ (rows × 3·(H/p)(W/p)),
+        ``rhs``, and the gradient / build times."""
         _, ch, h, wd = x.shape
         _check_patch(self.patch, h, wd)
         p = self.patch
@@ -320,8 +322,14 @@ class LPInvariantPerturbation(Explainer):
         B = torch.cat(rows_b).double().numpy()
         rhs = torch.cat(rows_rhs).double().numpy()
         build_s += time.perf_counter() - t0
-        xdim = A.shape[1]
-        sol = solve_invariance_lp(A, B, rhs, self.delta, self.slack * 2 * xdim, self.solver)
+        return {"A": A, "B": B, "rhs": rhs, "grad_s": grad_s, "build_s": build_s}
+
+    def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        _, ch, h, wd = x.shape
+        p = self.patch
+        rows = self.lp_rows(x, target)
+        A, rhs, grad_s, build_s = rows["A"], rows["rhs"], rows["grad_s"], rows["build_s"]
+        sol = solve_invariance_lp(A, rows["B"], rhs, self.delta, self.slack * 2 * A.shape[1], self.solver)
         gh, gw = h // p, wd // p
         u = torch.from_numpy(sol["u"]).float().view(ch, gh, gw)
         v = torch.from_numpy(sol["v"]).float().view(ch, gh, gw)
