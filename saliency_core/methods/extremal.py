@@ -98,10 +98,11 @@ class ExtremalPerturbation(Explainer):
         gradients, so results do not depend on it beyond floating-point rounding.
 
     Extras: ``areas``; ``masks`` (K, H, W), the image masks of the last forward pass (before the final update, as
-    the official code); ``params`` (K, h, w); ``rewards`` (K,), the reward term of the energy at the last forward pass per area
-    (preserve: Φ(m ⊗ x); delete: −Φ((1−m) ⊗ x); dual: their sum); ``preserve_scores`` / ``delete_scores`` (K,), the reward of m ⊗ x / (1−m) ⊗ x recomputed once
-    without flip after optimisation; ``clean_score`` Φ(x); ``history`` dict of (T, K) tensors ``energy``,
-    ``reward``, ``area_loss``, ``lambda`` (T,); ``mask_area`` (K,) mean of each image mask.
+    the official code); ``params`` (K, h, w); ``rewards`` (K,), the reward term of the energy at the last forward
+    pass per area (preserve: Φ(m ⊗ x); delete: −Φ((1−m) ⊗ x); dual: their sum); ``preserve_scores`` /
+    ``delete_scores`` (K,), the reward of m ⊗ x / (1−m) ⊗ x recomputed once without flip after optimisation;
+    ``clean_score`` Φ(x); ``history`` dict of (T, K) tensors ``energy``, ``reward``, ``area_loss``, and
+    ``lambda`` (T,); ``mask_area`` (K,) mean of each image mask.
     """
 
     def __init__(
