@@ -195,3 +195,12 @@ def test_bad_inputs(linear_classifier):
         LPInvariantPerturbation(linear_classifier, patch=5).explain(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="accepted values"):
         StochasticInvariantPerturbation(linear_classifier, patch=3, iterations=1).explain(torch.rand(1, 3, 32, 32))
+
+
+def test_lp_smooth_seeded(linear_classifier):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    kw = {"smooth_points": 2, "lp_rhs": "official", "slack": 1.0, "smooth_sigma": 0.2}
+    a = get_explainer("invariant_lp_smooth", linear_classifier, seed=0, **kw).explain(x).extras["rhs"]
+    b = get_explainer("invariant_lp_smooth", linear_classifier, seed=0, **kw).explain(x).extras["rhs"]
+    c = get_explainer("invariant_lp_smooth", linear_classifier, seed=1, **kw).explain(x).extras["rhs"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
