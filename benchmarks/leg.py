@@ -42,11 +42,11 @@ def main() -> None:
         for solver in ("clarabel", "highs"):
             solve_leg_tv(synthetic_g(n, 99), n, 0.1, True, solver)  # compile / warm-up
             ts = []
-            for s in range(5):
+            for s in range(5 if (n, solver) != (56, "highs") else 2):
                 _, info = solve_leg_tv(synthetic_g(n, s), n, 0.1, True, solver)
                 ts.append(info["seconds"])
             lp[(n, solver)] = float(np.median(ts))
-            print(f"sparse LP {n}x{n} {solver}: median {lp[(n, solver)]:.3f} s per channel (5 solves)")
+            print(f"sparse LP {n}x{n} {solver}: median {lp[(n, solver)]:.3f} s per channel ({len(ts)} solves)")
     # 2. dense (official) formulation at 28x28, HiGHS, one solve (pinv + dense D⁺ᵀΣ build timed separately)
     g = synthetic_g(28, 0)
     ybar = structured_covariance(28, True, 0.02) @ g
@@ -72,10 +72,12 @@ def main() -> None:
         clf.logits(xb[: min(64, n_eval - done)], batch_size=64)
         done += 64
     bare = time.perf_counter() - t0
-    ratio = ex.seconds / bare
-    print(f"LEG {n_eval} evaluations: {ex.seconds:.1f} s total ({n_eval / ex.seconds:.1f} img/s), "
-          f"sampling+bookkeeping {ex.extras['seconds_sampling']:.2f} s, bare model {bare:.1f} s -> overhead "
-          f"{ratio:.3f} (measured with {args.samples}/channel instead of 2000: 6000 evals scale linearly)")
+    ratio = ex.seconds / ex.extras["seconds_model"]
+    print(f"LEG {n_eval} evaluations: {ex.seconds:.1f} s total ({n_eval / ex.seconds:.1f} img/s), of which model "
+          f"calls {ex.extras['seconds_model']:.1f} s and sampling/upsampling/bookkeeping "
+          f"{ex.extras['seconds_sampling']:.2f} s -> overhead ratio (total / model time, same run) {ratio:.3f}; "
+          f"a separate bare batched loop of {n_eval} images took {bare:.1f} s (ratio {ex.seconds / bare:.3f}; "
+          f"sensitive to machine load). Measured with {args.samples}/channel instead of 2000: cost is linear in n")
 
     # 4. S_key: evaluations per image of the exact scan vs the 1000-point brute force
     evals, checks = [], 0
