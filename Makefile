@@ -44,10 +44,14 @@ check-book: env
 notebooks: env
 	$(PY) -m saliency_core.run --profile smoke --execute-only --in-place
 
+# unit tests and nbval run side by side, one thread each (2 cores); both must pass
 test: env
 	$(PY) -m ruff check saliency_core tests benchmarks
-	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	@$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks \
+	    > _nbval.log 2>&1 & nb=$$!; \
+	$(PY) -m pytest -q tests; unit=$$?; \
+	wait $$nb; nbrc=$$?; cat _nbval.log; rm -f _nbval.log; \
+	test $$unit -eq 0 && test $$nbrc -eq 0
 
 test-fast: env
 	$(PY) -m pytest -q -x tests

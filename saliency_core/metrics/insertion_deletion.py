@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..explanation import check_choice
 from ..perturbations import blur_baseline, rise_blur, upsample_mask
+from .masking import saliency_order
 
 __all__ = [
     "PRESETS",
@@ -69,22 +70,6 @@ class InsDelResult:
     @property
     def insertion(self) -> float:
         return self.auc.get("insertion", float("nan"))
-
-
-def saliency_order(saliency: torch.Tensor, ties: str = "stable", seed: int = 0) -> torch.Tensor:
-    """Flat indices of ``saliency`` from most to least relevant.
-
-    ``ties="stable"``: stable sort on (−score, index) (row-major among equal values);
-    ``ties="random"``: equal values in an order drawn from a seeded permutation.
-    """
-    check_choice("ties", ties, ("stable", "random"))
-    s = torch.as_tensor(saliency).detach().float().cpu().flatten()
-    if torch.isnan(s).any():
-        raise ValueError("saliency contains NaN; accepted values: finite numbers")
-    if ties == "stable":
-        return torch.sort(-s, stable=True).indices
-    perm = torch.randperm(s.numel(), generator=torch.Generator().manual_seed(int(seed)))
-    return perm[torch.sort(-s[perm], stable=True).indices]
 
 
 def _as_float_array(values) -> np.ndarray:

@@ -24,22 +24,32 @@ import torch
 
 from ..explanation import check_choice, check_range
 
-__all__ = ["SCHEMES", "rank_pixels", "n_masked", "fill_image", "masked_images", "mask_fraction"]
+__all__ = ["SCHEMES", "saliency_order", "rank_pixels", "n_masked", "fill_image", "masked_images", "mask_fraction"]
 
 SCHEMES = ("distance", "black", "white", "mean", "noise", "gray")
 
 
+def saliency_order(saliency: torch.Tensor, ties: str = "stable", seed: int = 0) -> torch.Tensor:
+    """Flat indices of ``saliency`` from most to least relevant — the one tie rule of every protocol (§11).
+
+    ``ties="stable"``: stable sort on (−score, index), i.e. row-major order among equal values;
+    ``ties="random"``: equal values in the order of a seeded permutation.
+    """
+    check_choice("ties", ties, ("stable", "random"))
+    s = torch.as_tensor(saliency).detach().double().cpu().flatten()
+    if not torch.isfinite(s).all():
+        raise ValueError("saliency contains NaN or inf; accepted values: finite numbers")
+    if ties == "stable":
+        return torch.sort(-s, stable=True).indices
+    perm = torch.randperm(s.numel(), generator=torch.Generator().manual_seed(int(seed)))
+    return perm[torch.sort(-s[perm], stable=True).indices]
+
+
 def rank_pixels(saliency: torch.Tensor, ties: str = "stable", seed: int = 0) -> torch.Tensor:
     """Rank (0 = most salient) of every pixel of an ``(H, W)`` map by descending |saliency| (tie rule §11)."""
-    check_choice("ties", ties, ("stable", "random"))
     if saliency.dim() != 2:
         raise ValueError(f"saliency has shape {tuple(saliency.shape)}; accepted values: an (H, W) map")
-    a = saliency.detach().abs().flatten().double().cpu()
-    if ties == "stable":
-        order = torch.sort(-a, stable=True).indices
-    else:
-        perm = torch.randperm(a.numel(), generator=torch.Generator().manual_seed(seed))
-        order = perm[torch.sort(-a[perm], stable=True).indices]
+    order = saliency_order(saliency.abs(), ties, seed)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel())
     return rank.view(saliency.shape)

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from ..explanation import check_range
+from .masking import saliency_order
 
 __all__ = ["DEFAULT_TAUS", "flip_order", "flip_images", "pixel_flip", "pixel_flip_curve", "area_under_curve",
            "binomial_ci"]
@@ -48,11 +49,7 @@ def flip_order(score: torch.Tensor) -> torch.Tensor:
     """Row-major pixel indices from least to most relevant: the reverse of a stable sort on (−score, index)."""
     if score.dim() != 2:
         raise ValueError(f"score has shape {tuple(score.shape)}; accepted values: an (H, W) map")
-    s = score.detach().flatten().double().cpu()
-    if not torch.isfinite(s).all():
-        raise ValueError("score contains NaN or inf; accepted values: a finite (H, W) map")
-    order = torch.sort(-s, stable=True).indices  # most relevant first, ties by ascending index
-    return order.flip(0)
+    return saliency_order(score).flip(0)  # most relevant first (ties by ascending index), reversed
 
 
 def flip_images(x: torch.Tensor, score: torch.Tensor, taus: Sequence[float] = DEFAULT_TAUS,
