@@ -78,7 +78,8 @@ def main() -> None:
         runs[mode] = json.loads(p.stdout.strip().splitlines()[-1])
     threads = runs["tuned"]["threads"]
     print(f"model={args.model} threads={threads} (images/s; best of {args.repeats})")
-    print(f"{'batch':>6} {'fwd default':>12} {'fwd tuned':>10} {'ratio':>6} {'f+b default':>12} {'f+b tuned':>10} {'ratio':>6}")
+    head = ("batch", "fwd default", "fwd tuned", "ratio", "f+b default", "f+b tuned", "ratio")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (6, 12, 10, 6, 12, 10, 6))))
     for bs in batches:
         d = runs["default"]["results"][str(bs)]
         t = runs["tuned"]["results"][str(bs)]
@@ -87,7 +88,8 @@ def main() -> None:
     big = str(max(batches))
     best = runs["tuned"]["results"][big]
     base = runs["default"]["results"][big]
-    print(f"allocator_ratio_fwd={best['fwd'] / base['fwd']:.2f} allocator_ratio_fwdbwd={best['fwdbwd'] / base['fwdbwd']:.2f}")
+    print(f"allocator_ratio_fwd={best['fwd'] / base['fwd']:.2f} "
+          f"allocator_ratio_fwdbwd={best['fwdbwd'] / base['fwdbwd']:.2f}")
     print(f"fwd_img_s={best['fwd']:.2f} fwdbwd_img_s={best['fwdbwd']:.2f} threads={threads}")
 
 

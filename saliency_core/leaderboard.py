@@ -126,7 +126,7 @@ def evaluate(
                 val = float(sanity.similarities(e.map, er.map)["spearman_abs"])
             else:
                 key = {"explanation": ekey, "protocol": p, "settings": settings}
-                val = cache.get_or_compute("score", key, lambda p=p: _score(p, clf, x, e, settings))
+                val = cache.get_or_compute("score", key, lambda p=p, x=x, e=e: _score(p, clf, x, e, settings))
             rows.append({"method": mname, "image": rec.id, "protocol": p, "value": float(val)})
     return pd.DataFrame(rows), pd.DataFrame(cost_rows)
 
