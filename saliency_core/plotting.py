@@ -123,6 +123,7 @@ def curves(df, x: str, y: str, hue: str | None = None, ax: plt.Axes | None = Non
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.4))
+    df = df.reset_index(drop=True)  # concatenated frames repeat index labels, which seaborn cannot reindex
     sns.lineplot(data=df, x=x, y=y, hue=hue, ax=ax, errorbar=errorbar, **kw)
     if legend_values is not None and hue is not None and ax.get_legend() is not None:
         handles, labels = ax.get_legend_handles_labels()
