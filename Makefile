@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= book
 THREADS ?= 1
+# notebooks executed side by side by `make book` (each kernel gets cores // JOBS threads)
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.stamp-$(HASH)
 # glibc: keep freed activation buffers instead of mmap/munmap per batch (benchmarks/model_throughput.py measures it)
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 env: $(STAMP)
 
 book: env
-	$(PY) -m saliency_core.run --profile $(PROFILE)
+	$(PY) -m saliency_core.run --profile $(PROFILE) --jobs $(JOBS)
 
 # Reader's check: tracebacks, missing images, unrendered math, broken links, network needs; screenshots in _build/
 check-book: env

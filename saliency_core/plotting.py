@@ -52,7 +52,8 @@ def _as_np(m: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def show_map(ax: plt.Axes, m: torch.Tensor | np.ndarray, signed: bool | None = None, vmax: float | None = None,
              image: torch.Tensor | np.ndarray | None = None, alpha: float = 1.0):
-    """Draw a saliency map on ``ax``: diverging symmetric scale if signed, else sequential from 0."""
+    """Draw a saliency map on ``ax``: diverging symmetric scale if signed, else sequential from 0 (from the
+    minimum if an unsigned map is negative somewhere)."""
     a = _as_np(m)
     if signed is None:
         signed = bool((a < 0).any() and (a > 0).any())
@@ -62,8 +63,13 @@ def show_map(ax: plt.Axes, m: torch.Tensor | np.ndarray, signed: bool | None = N
         v = vmax if vmax is not None else float(np.percentile(np.abs(a), 99.5)) or 1.0
         im = ax.imshow(a, cmap=DIVERGING, vmin=-v, vmax=v, alpha=alpha)
     else:
-        v = vmax if vmax is not None else float(a.max()) or 1.0
-        im = ax.imshow(a, cmap=SEQUENTIAL, vmin=0.0, vmax=v, alpha=alpha)
+        # from 0 for a non-negative map; from its minimum for a score that is relevant when high but lives below 0
+        # (e.g. the invariant perturbation's -mean(w))
+        lo = min(0.0, float(a.min()))
+        v = vmax if vmax is not None else float(a.max())
+        if v <= lo:  # constant map
+            v = lo + 1.0
+        im = ax.imshow(a, cmap=SEQUENTIAL, vmin=lo, vmax=v, alpha=alpha)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)

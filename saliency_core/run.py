@@ -3,12 +3,16 @@
 Usage::
 
     python -m saliency_core.run --profile {smoke,book,paper} [--only NAME ...] [-p key=value ...]
-                                [--execute-only] [--in-place] [--no-build]
+                                [--jobs N] [--execute-only] [--in-place] [--no-build]
 
 * Parameters come from ``params/<notebook stem>.yaml`` (top-level keys ``smoke``, ``book``, ``paper``) and
   ``-p key=value`` overrides (values parsed as YAML: ``-p device=cuda -p n_images=50``).
 * Executed copies go to ``_build/notebooks/``; the injected-parameters cell is tagged ``hide-cell`` so the book
   shows it collapsed. The book is then built from a staging copy (``_build/src``) with execution off.
+* ``--jobs N`` (default: one per CPU core) executes independent notebooks side by side, each kernel pinned to
+  ``cores // N`` threads (longest first, from the last run's timings). Notebooks in :data:`RUN_LAST` (the
+  leaderboard, which reuses the chapters' cached maps) start after every other notebook has finished, with all
+  cores. Each kernel's log goes to ``_build/logs/<profile>/<stem>.log``.
 * A failing notebook stops the run with the failing cell's error and a non-zero exit code.
 * ``--in-place`` (with ``--profile smoke``) re-executes the committed notebooks in ``notebooks/`` with their
   default parameters: that is how the stored outputs that nbval checks are refreshed.
@@ -34,6 +38,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("smoke", "book", "paper")
+#: notebooks that read what the others put in the result cache: they run after all others
+RUN_LAST = ("05_leaderboard",)
 
 __all__ = ["main", "notebook_stems", "profile_parameters", "execute_notebook", "build_book"]
 
@@ -97,8 +103,18 @@ def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path = 
     return time.perf_counter() - t0
 
 
-def build_book(executed: Path, root: Path = ROOT) -> Path:
-    """Stage config, book pages and executed notebooks in ``_build/src`` and run ``jupyter-book build``."""
+def build_book(executed: Path, root: Path = ROOT, profile: str | None = None) -> Path:
+    """Stage config, book pages and executed notebooks in ``_build/src`` and run ``jupyter-book build``.
+
+    The generated front matter (reproduction map, claims summary, intro figure) is written into the staged pages by
+    :func:`saliency_core.frontmatter.write_pages` from ``root``'s run outputs; ``profile`` defaults to the name of
+    ``executed`` (``_build/notebooks/<profile>``).
+    """
+    from .frontmatter import write_pages
+
+    profile = profile or Path(executed).name
+    if profile not in PROFILES:
+        raise SystemExit(f"profile {profile!r} (from {executed}) is not valid; accepted values: {', '.join(PROFILES)}")
     stage = root / "_build" / "src"
     if stage.exists():
         shutil.rmtree(stage)
@@ -107,11 +123,13 @@ def build_book(executed: Path, root: Path = ROOT) -> Path:
         shutil.copy2(root / name, stage / name)
     shutil.copytree(root / "book", stage / "book")
     (stage / "notebooks").mkdir()
-    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+    # hidden files are a runner's work in progress (.running-<stem>.ipynb), not chapters
+    for nb in sorted(p for p in (root / "notebooks").glob("*.ipynb") if not p.name.startswith(".")):
         ex = executed / nb.name
         shutil.copy2(ex if ex.is_file() else nb, stage / "notebooks" / nb.name)
-    for extra in (root / "notebooks").glob("*.md"):
+    for extra in (p for p in (root / "notebooks").glob("*.md") if not p.name.startswith(".")):
         shutil.copy2(extra, stage / "notebooks" / extra.name)
+    write_pages(stage, profile, root)
     # MathJax from npm into _vendor (html_static_path in _config.yml) so that math renders offline
     subprocess.run(["bash", str(root / "tools" / "vendor_mathjax.sh"), str(stage / "_vendor" / "mathjax")], check=True)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(root), "--keep-going"]
@@ -125,6 +143,65 @@ def build_book(executed: Path, root: Path = ROOT) -> Path:
     return index
 
 
+def _run_sequential(todo: list[str], args: argparse.Namespace, overrides: dict[str, Any],
+                    executed: Path) -> list[dict] | None:
+    timings = []
+    for stem in todo:
+        params = {} if args.in_place else profile_parameters(stem, args.profile, overrides)
+        out = (ROOT / "notebooks" / f"{stem}.ipynb") if args.in_place else executed / f"{stem}.ipynb"
+        print(f"[run] {stem} profile={args.profile} params={params}", flush=True)
+        try:
+            secs = execute_notebook(stem, params, out)
+        except Exception as exc:  # papermill's PapermillExecutionError carries the cell and its traceback
+            print(f"[run] FAILED {stem}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return None
+        print(f"[run] {stem} done in {secs:.1f} s", flush=True)
+        timings.append({"notebook": stem, "profile": args.profile, "seconds": round(secs, 1)})
+    return timings
+
+
+def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, jobs: int, cores: int,
+                  last_seconds: dict[str, float]) -> list[dict] | None:
+    """Execute ``todo`` in child runners, ``jobs`` at a time (longest first), then :data:`RUN_LAST` alone."""
+    logs = ROOT / "_build" / "logs" / args.profile
+    logs.mkdir(parents=True, exist_ok=True)
+    first = sorted((s for s in todo if s not in RUN_LAST), key=lambda s: -last_seconds.get(s, 0.0))
+    waves = [(first, jobs), ([s for s in todo if s in RUN_LAST], 1)]
+    timings: list[dict] = []
+    for stems, width in waves:
+        threads = max(1, cores // min(width, max(1, len(stems))))
+        queue, running = list(stems), {}
+        while queue or running:
+            while queue and len(running) < width:
+                stem = queue.pop(0)
+                cmd = [sys.executable, "-m", "saliency_core.run", "--child", "--execute-only", "--profile",
+                       args.profile, "--only", stem] + [a for p in args.param for a in ("-p", p)]
+                cmd += ["--in-place"] if args.in_place else []
+                env = dict(os.environ, SALIENCY_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+                log = open(logs / f"{stem}.log", "w")
+                print(f"[run] {stem} started (threads={threads}, log {log.name})", flush=True)
+                running[stem] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
+                                 log, time.perf_counter())
+            time.sleep(0.5)
+            for stem, (proc, log, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[stem]
+                secs = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    for p2, _, _ in running.values():
+                        p2.terminate()
+                    tail = (logs / f"{stem}.log").read_text().splitlines()[-15:]
+                    print(f"[run] FAILED {stem} (log {logs / f'{stem}.log'}):\n" + "\n".join(tail),
+                          file=sys.stderr, flush=True)
+                    return None
+                print(f"[run] {stem} done in {secs:.1f} s", flush=True)
+                timings.append({"notebook": stem, "profile": args.profile, "seconds": round(secs, 1),
+                                "threads": threads})
+    return timings
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m saliency_core.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="book", choices=PROFILES)
@@ -133,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--execute-only", action="store_true", help="execute notebooks, do not build the book")
     ap.add_argument("--no-build", action="store_true", help="alias of --execute-only")
     ap.add_argument("--in-place", action="store_true", help="smoke profile: refresh the committed notebooks' outputs")
+    ap.add_argument("--jobs", type=int, default=None, help="notebooks executed side by side (default: CPU cores)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     from .runtime import configure
@@ -149,23 +228,27 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--in-place is only valid with --profile smoke and no -p overrides (committed notebooks "
                          "store their default parameters)")
     executed = ROOT / "_build" / "notebooks" / args.profile
-    timings = []
-    for stem in todo:
-        params = {} if args.in_place else profile_parameters(stem, args.profile, overrides)
-        out = (ROOT / "notebooks" / f"{stem}.ipynb") if args.in_place else executed / f"{stem}.ipynb"
-        print(f"[run] {stem} profile={args.profile} params={params}", flush=True)
-        try:
-            secs = execute_notebook(stem, params, out)
-        except Exception as exc:  # papermill's PapermillExecutionError carries the cell and its traceback
-            print(f"[run] FAILED {stem}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            return 1
-        print(f"[run] {stem} done in {secs:.1f} s", flush=True)
-        timings.append({"notebook": stem, "profile": args.profile, "seconds": round(secs, 1)})
     tfile = ROOT / "_build" / f"timings-{args.profile}.json"
-    tfile.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(tfile.read_text()) if tfile.is_file() else []
+    cores = os.cpu_count() or 1
+    jobs = args.jobs or cores
+    if jobs < 1:
+        raise SystemExit(f"--jobs {jobs} is not valid; accepted values: an int >= 1")
+    t_all = time.perf_counter()
+    if args.child or jobs == 1 or len(todo) == 1:
+        timings = _run_sequential(todo, args, overrides, executed)
+    else:
+        timings = _run_parallel(todo, args, executed, jobs, cores, {t["notebook"]: t["seconds"] for t in old})
+    if timings is None:
+        return 1
+    if args.child:
+        return 0
+    print(f"[run] {len(todo)} notebook(s) executed in {time.perf_counter() - t_all:.1f} s (jobs={jobs})", flush=True)
+    tfile.parent.mkdir(parents=True, exist_ok=True)
     merged = {t["notebook"]: t for t in old} | {t["notebook"]: t for t in timings}
-    tfile.write_text(json.dumps(list(merged.values()), indent=1) + "\n")
+    tmp = tfile.with_suffix(".tmp")
+    tmp.write_text(json.dumps(list(merged.values()), indent=1) + "\n")
+    os.replace(tmp, tfile)
     if args.execute_only or args.no_build or args.in_place:
         return 0
     t0 = time.perf_counter()
