@@ -8,6 +8,7 @@ curves come from tidy DataFrames through seaborn. Captions live in the book's ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -81,6 +82,17 @@ def overlay(ax: plt.Axes, image: torch.Tensor, m: torch.Tensor | np.ndarray, alp
     return show_map(ax, m, signed=False, image=image, alpha=alpha)
 
 
+def _scaled(a: np.ndarray, signed: bool) -> np.ndarray:
+    """Per-map scaling behind :func:`gallery`'s shared colour bars: signed → [-1, 1] by the 99.5th percentile of
+    |a|; unsigned → [0, 1] from 0 (or the minimum, for a negative score) to the maximum."""
+    if signed:
+        v = float(np.percentile(np.abs(a), 99.5)) or 1.0
+        return np.clip(a / v, -1.0, 1.0)
+    lo = min(0.0, float(a.min()))
+    span = float(a.max()) - lo
+    return (a - lo) / span if span > 0 else np.zeros_like(a)
+
+
 def gallery(
     images: Sequence[torch.Tensor],
     maps: Mapping[str, Sequence[torch.Tensor | np.ndarray]],
@@ -89,15 +101,21 @@ def gallery(
     normalize: str = "per_map",
     size: float = 1.7,
     show_image: bool = True,
+    colorbar: bool = True,
 ):
-    """Rows = images, columns = methods (first column the image).
+    """Rows = images, columns = methods (first column the image), one colour bar per family (signed, unsigned).
 
     ``normalize="per_map"`` scales each map to its own max (or symmetric 99.5-percentile when signed) —
-    saliency maps of different methods are not on a common scale. Returns the figure.
+    saliency maps of different methods are not on a common scale, so the colour bars read "0 → the map's own
+    maximum" and "−v → +v". Returns the figure.
     """
+    if normalize != "per_map":
+        raise ValueError(f"normalize={normalize!r} is not valid; accepted values: per_map")
     methods = list(maps)
     ncol = len(methods) + int(show_image)
-    fig, axes = plt.subplots(len(images), ncol, figsize=(size * ncol, size * len(images)), squeeze=False)
+    fig, axes = plt.subplots(len(images), ncol, figsize=(size * ncol + (0.6 if colorbar else 0), size * len(images)),
+                             squeeze=False)
+    families: dict[bool, Any] = {}
     for i, img in enumerate(images):
         c0 = 0
         if show_image:
@@ -109,8 +127,11 @@ def gallery(
                 axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
             c0 = 1
         for j, name in enumerate(methods):
+            a = _as_np(maps[name][i])
             s = None if signed is None else signed.get(name)
-            show_map(axes[i, c0 + j], maps[name][i], signed=s)
+            if s is None:
+                s = bool((a < 0).any() and (a > 0).any())
+            families[s] = show_map(axes[i, c0 + j], _scaled(a, s), signed=s, vmax=1.0)
             if i == 0:
                 axes[i, c0 + j].set_xlabel(name, fontsize=8)
                 axes[i, c0 + j].xaxis.set_label_position("top")
@@ -118,6 +139,18 @@ def gallery(
         axes[0, 0].set_xlabel("image", fontsize=8)
         axes[0, 0].xaxis.set_label_position("top")
     fig.subplots_adjust(wspace=0.04, hspace=0.04)
+    if colorbar and families:
+        fig_w = fig.get_figwidth()
+        fig.subplots_adjust(right=1 - (0.75 * len(families)) / fig_w)
+        top, bottom = axes[0, -1].get_position().y1, axes[-1, -1].get_position().y0
+        x0 = axes[0, -1].get_position().x1
+        for k, (is_signed, im) in enumerate(sorted(families.items())):
+            cax = fig.add_axes((x0 + (0.12 + 0.75 * k) / fig_w, bottom, 0.1 / fig_w, top - bottom), label="colorbar")
+            cb = fig.colorbar(im, cax=cax)
+            cb.set_ticks([-1, 0, 1] if is_signed else [0, 1])
+            cb.set_ticklabels(["−max", "0", "+max"] if is_signed else ["0", "max"])
+            cb.ax.tick_params(labelsize=6)
+            cb.set_label("signed" if is_signed else "unsigned", fontsize=7, labelpad=1)
     return fig
 
 

@@ -41,7 +41,7 @@ PROFILES = ("smoke", "book", "paper")
 #: notebooks that read what the others put in the result cache: they run after all others
 RUN_LAST = ("05_leaderboard",)
 
-__all__ = ["main", "notebook_stems", "profile_parameters", "execute_notebook", "build_book"]
+__all__ = ["main", "notebook_stems", "profile_parameters", "execute_notebook", "build_book", "schedule"]
 
 
 def notebook_stems(root: Path = ROOT) -> list[str]:
@@ -160,16 +160,26 @@ def _run_sequential(todo: list[str], args: argparse.Namespace, overrides: dict[s
     return timings
 
 
+def schedule(todo: list[str], jobs: int, cores: int, last_seconds: dict[str, float] | None = None,
+             ) -> list[tuple[list[str], int, int]]:
+    """Waves of ``(notebooks, width, threads per kernel)``: first every notebook not in :data:`RUN_LAST`, longest
+    (by ``last_seconds``) first, ``jobs`` at a time; then :data:`RUN_LAST` one at a time with every core."""
+    last_seconds = last_seconds or {}
+    first = sorted((s for s in todo if s not in RUN_LAST), key=lambda s: -last_seconds.get(s, 0.0))
+    waves = []
+    for stems, width in ((first, jobs), ([s for s in todo if s in RUN_LAST], 1)):
+        if stems:
+            waves.append((stems, width, max(1, cores // min(width, len(stems)))))
+    return waves
+
+
 def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, jobs: int, cores: int,
                   last_seconds: dict[str, float]) -> list[dict] | None:
     """Execute ``todo`` in child runners, ``jobs`` at a time (longest first), then :data:`RUN_LAST` alone."""
     logs = ROOT / "_build" / "logs" / args.profile
     logs.mkdir(parents=True, exist_ok=True)
-    first = sorted((s for s in todo if s not in RUN_LAST), key=lambda s: -last_seconds.get(s, 0.0))
-    waves = [(first, jobs), ([s for s in todo if s in RUN_LAST], 1)]
     timings: list[dict] = []
-    for stems, width in waves:
-        threads = max(1, cores // min(width, max(1, len(stems))))
+    for stems, width, threads in schedule(todo, jobs, cores, last_seconds):
         queue, running = list(stems), {}
         while queue or running:
             while queue and len(running) < width:

@@ -53,3 +53,14 @@ def test_good_notebook_tags_injected_parameters(tmp_path):
 def test_cli_rejects_unknown_notebook():
     with pytest.raises(SystemExit, match="accepted values"):
         run.main(["--only", "99_nope", "--execute-only"])
+
+
+def test_schedule_runs_leaderboard_last_with_all_cores():
+    from saliency_core.run import schedule
+
+    todo = ["00_tour", "01_a", "02_b", "05_leaderboard"]
+    waves = schedule(todo, jobs=2, cores=2, last_seconds={"01_a": 10.0, "02_b": 50.0})
+    assert waves[0] == (["02_b", "01_a", "00_tour"], 2, 1)  # longest first, one thread per kernel
+    assert waves[1] == (["05_leaderboard"], 1, 2)
+    assert schedule(["01_a"], jobs=4, cores=8) == [(["01_a"], 4, 8)]  # one notebook: every core
+    assert schedule(["05_leaderboard"], jobs=2, cores=2) == [(["05_leaderboard"], 1, 2)]
