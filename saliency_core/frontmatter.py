@@ -292,6 +292,15 @@ def reproduction_map(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
             out += ["", f"Sum of the measured `{p}` CPU times: {format_seconds(sum(done))} over {len(done)} of "
                     f"{len(stems)} notebooks" + (" (notebooks executed side by side finish sooner)."
                                                    if len(done) > 1 else ".")]
+        whole = build / f"run-{p}.json"
+        if whole.is_file():
+            w = json.loads(whole.read_text())
+            out += ["", f"Last whole-book run under `{p}` ({w.get('date', '?')} UTC): "
+                    f"{format_seconds(float(w['wall_seconds']))} wall time for {w.get('notebooks', '?')} notebooks, "
+                    f"{w.get('jobs', '?')} side by side on {w.get('cores', '?')} cores, "
+                    + ("starting from an empty result cache (cold)." if w.get("cached_results_at_start") == 0 else
+                       f"starting with {w.get('cached_results_at_start', '?')} results in the cache (warm or "
+                       "partly warm).")]
         out.append("")
     if stems:
         papers = [s for s in stems if _FIG_RE.search(_reproduces(nbs[s]))]

@@ -238,12 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--in-place is only valid with --profile smoke and no -p overrides (committed notebooks "
                          "store their default parameters)")
     executed = ROOT / "_build" / "notebooks" / args.profile
-    tfile = ROOT / "_build" / f"timings-{args.profile}.json"
+    device = str(overrides.get("device", "cpu"))
+    # GPU runs are timed apart from CPU runs (the book's reproduction map shows both columns)
+    tfile = ROOT / "_build" / f"timings-{args.profile}{'-gpu' if device.startswith('cuda') else ''}.json"
     old = json.loads(tfile.read_text()) if tfile.is_file() else []
     cores = os.cpu_count() or 1
     jobs = args.jobs or cores
     if jobs < 1:
         raise SystemExit(f"--jobs {jobs} is not valid; accepted values: an int >= 1")
+    from .cache import default_cache_dir
+
+    cdir = default_cache_dir()
+    cached_at_start = sum(1 for f in cdir.rglob("*") if f.is_file()) if cdir.is_dir() else 0
     t_all = time.perf_counter()
     if args.child or jobs == 1 or len(todo) == 1:
         timings = _run_sequential(todo, args, overrides, executed)
@@ -253,8 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.child:
         return 0
-    print(f"[run] {len(todo)} notebook(s) executed in {time.perf_counter() - t_all:.1f} s (jobs={jobs})", flush=True)
+    wall = time.perf_counter() - t_all
+    print(f"[run] {len(todo)} notebook(s) executed in {wall:.1f} s (jobs={jobs})", flush=True)
+    if set(todo) == set(stems) and not args.in_place:  # a whole-book run: its wall time for the reproduction map
+        rec = ROOT / "_build" / f"run-{args.profile}{'-gpu' if device.startswith('cuda') else ''}.json"
+        rec.parent.mkdir(parents=True, exist_ok=True)
+        tmp = rec.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"profile": args.profile, "wall_seconds": round(wall, 1), "jobs": jobs,
+                                   "cores": cores, "device": device, "notebooks": len(todo),
+                                   "cached_results_at_start": cached_at_start,
+                                   "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}) + "\n")
+        os.replace(tmp, rec)
     tfile.parent.mkdir(parents=True, exist_ok=True)
+    for t in timings:
+        t.setdefault("threads", int(os.environ.get("SALIENCY_THREADS", cores)))
+        t.update(cores=cores, device=device)
     merged = {t["notebook"]: t for t in old} | {t["notebook"]: t for t in timings}
     tmp = tfile.with_suffix(".tmp")
     tmp.write_text(json.dumps(list(merged.values()), indent=1) + "\n")
