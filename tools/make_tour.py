@@ -129,7 +129,7 @@ plt.show()"""),
   their product (chapter 4).
 
 Each is one line: a registry name and its hyper-parameters."""),
-    code("""explainers = {
+    tagged("""explainers = {
     "Extremal Perturbation": sc.get_explainer("extremal_perturbation", clf, areas=(ep_area,), max_iter=ep_iter),
     "Invariant (stochastic)": sc.get_explainer("invariant_stochastic", clf, M=stoch_M, iterations=stoch_iterations,
                                                seed=seed),
@@ -141,7 +141,7 @@ maps = {name: [e.map] for name, e in expl.items()}
 plotting.gallery([xi[0]], maps, row_labels=[clf.class_names[expl["LEG-TV"].target]])
 plt.show()
 pd.DataFrame([{"method": k, "forward": e.n_forward, "backward": e.n_backward, "seconds": round(e.seconds, 1)}
-              for k, e in expl.items()]).set_index("method")"""),
+              for k, e in expl.items()]).set_index("method")""", "intro-figure"),
     md("""*The photo and the four maps, each on the sequential scale from 0 to its own maximum. The table gives
 each explanation's cost: images sent forward and backward through the model, and wall time (the first run;
 later runs read the cache).*"""),
