@@ -40,8 +40,8 @@ device = "cpu"
 profile = "smoke"
 seed = 0
 image_index = 0
-deletion_images = 3      # photos scored with the deletion curve (None = all)
-deletion_step = 1792     # pixels removed per step (RISE's batch evaluation: 1792 px = 29 evaluations)
+deletion_images = 3      # photos scored with the deletion curve (None: all)
+deletion_step = 1792     # pixels removed per step (RISE's batch evaluation: 1792 px, 29 evaluations)
 ep_area = 0.1            # Extremal Perturbations: preserved area
 ep_iter = 10             # EP iterations (paper: 800)
 stoch_M = 2              # invariant perturbation: draws per Adam step (paper: 32)
