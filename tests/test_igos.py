@@ -1,13 +1,15 @@
-"""I-GOS / iGOS++: line search, masks, BTV, the batched integrated gradient, ablation switches."""
+"""I-GOS / iGOS++: line search, masks, BTV, the batched integrated gradient, exactness of the work savings,
+ablation switches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import BoxMeanNet, make_classifier
+from torch import nn
 
 from saliency_core import get_explainer
-from saliency_core.methods.igos import IGOS, IGOSPlusPlus, armijo_search
+from saliency_core.methods.igos import GRAD, IGOS, TRIAL, IGOSPlusPlus, noise_stream
 from saliency_core.perturbations import bilateral_tv, blur_baseline, igospp_btv, tv_norm, upsample_mask
 
 FAST = {"size": 8, "iterations": 4, "ig_steps": 4}
@@ -22,60 +24,199 @@ def box():
     return clf, x
 
 
+class TinyConvNet(nn.Module):
+    """A small non-linear classifier (fixed random weights) so that path points and trial points differ."""
+
+    def __init__(self, scale: float = 0.3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 5, stride=2)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(z))
+        return self.fc(nn.functional.adaptive_avg_pool2d(h, 4).flatten(1))
+
+
+@pytest.fixture
+def tiny():
+    """TinyConvNet (p ≈ 0.54 for its top class) on an image with two bright patches; with the weak
+    regularisers of ``WEAK`` the masks move all the way to 0 within a few iterations."""
+    clf = make_classifier(TinyConvNet(), size=32, n_classes=10)
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 8:24, 8:24] = 1.0
+    x[:, 0, 4:12, 20:30] = 0.7
+    return clf, x, clf.top1(x)
+
+
+WEAK = {"l1": 0.1, "l2": 0.5}
+
+
+# ------------------------------------------------------------------------------------------------ references
+def _phi(z, zb, kind, m):
+    return z * m + zb * (1 - m) if kind == "del" else zb * m + z * (1 - m)
+
+
+def reference_igospp(clf, x, target, size, iterations, n, l1=1.0, l2=20.0, alpha0=1000.0, noise=0.2, seed=0,
+                     c=1e-4, decay=0.2, floor=1e-5):
+    """iGOS++ written out plainly: one autograd graph per gradient, every trial point evaluated in full, one
+    after the other; noise from the same per-(iteration, evaluation, term) streams; base = gradient-pass loss."""
+    z, zb = clf.normalize(x), clf.normalize(blur_baseline(x, 51, 50.0))
+    hw = tuple(z.shape[-2:])
+    terms = (("del", "x"), ("ins", "y"), ("del", "xy"), ("ins", "xy"))
+
+    def reg(m):
+        return l1 * (1 - m).abs().mean() + l2 * igospp_btv(z, m).sum()
+
+    def scores(mx, my, key):
+        ups = {"x": upsample_mask(mx, hw, align_corners=True), "y": upsample_mask(my, hw, align_corners=True)}
+        ups["xy"] = ups["x"] * ups["y"]
+        out = []
+        for t, (kind, w) in enumerate(terms):
+            gen = noise_stream(seed, *key, t)
+            imgs = [_phi(z, zb, kind, k / n * ups[w]) + torch.randn((1, 3, *hw), generator=gen) * noise
+                    for k in range(1, n + 1)]
+            out.append(clf.net(torch.cat(imgs)).softmax(1)[:, target].mean())
+        return out
+
+    mx, my = torch.ones(1, 1, size, size), torch.ones(1, 1, size, size)
+    steps = []
+    for i in range(iterations):
+        a, b = mx.clone().requires_grad_(True), my.clone().requires_grad_(True)
+        s = scores(a, b, (i, GRAD, 0))
+        ga, gb = torch.autograd.grad(0.5 * (s[0] - s[1] + s[2] - s[3]) + reg(a * b), [a, b])
+        base = float((s[0] - s[1] + s[2] - s[3] + reg(a * b)).detach())
+        gsq = float((ga * ga).sum() + (gb * gb).sum())
+        alpha, j = alpha0, 0
+        while alpha >= floor:
+            ca, cb = (mx - alpha * ga).clamp(0, 1), (my - alpha * gb).clamp(0, 1)
+            with torch.no_grad():
+                s = scores(ca, cb, (i, TRIAL, j))
+                loss = float(s[0] - s[1] + s[2] - s[3] + reg(ca * cb))
+            if loss <= base - c * alpha * gsq:
+                break
+            alpha, j = alpha * decay, j + 1
+        mx, my = (mx - alpha * ga).clamp(0, 1), (my - alpha * gb).clamp(0, 1)
+        steps.append(alpha)
+    return mx, my, steps
+
+
+def reference_igos_original(clf, x, target, size, iterations, n, l1=1.0, tv=20.0, alpha0=200.0, noise=0.2, seed=0,
+                            c=1e-4, decay=0.2, floor=1e-5):
+    """The original I-GOS demo's loop: noisy integrated gradient, noise-free single-image line-search loss with
+    a fresh forward at every point, adaptive L1 at the end of iterations ⌊T/2⌋ and ⌊T/1.25⌋ from curve2[i]."""
+    z, zb = clf.normalize(x), clf.normalize(blur_baseline(x, 51, 50.0))
+    hw = tuple(z.shape[-2:])
+
+    def up(m):
+        return upsample_mask(m, hw, align_corners=True)
+
+    def reg(m, l1_):
+        return l1_ * (1 - m).abs().mean() + tv * tv_norm(m, 2.0).sum()
+
+    @torch.no_grad()
+    def p_clean(m):
+        return float(clf.net(_phi(z, zb, "del", up(m))).softmax(1)[0, target])
+
+    mask = torch.ones(1, 1, size, size)
+    curve2 = [p_clean(mask)] * 2
+    steps = []
+    for i in range(iterations):
+        a = mask.clone().requires_grad_(True)
+        gen = noise_stream(seed, i, GRAD, 0, 0)
+        imgs = [_phi(z, zb, "del", k / n * up(a)) + torch.randn((1, 3, *hw), generator=gen) * noise
+                for k in range(1, n + 1)]
+        s = clf.net(torch.cat(imgs)).softmax(1)[:, target].mean()
+        (g,) = torch.autograd.grad(s + reg(a, l1), [a])
+        base = p_clean(mask) + float(reg(mask, l1))
+        gsq = float((g * g).sum())
+        alpha = alpha0
+        while alpha >= floor:
+            cand = (mask - alpha * g).clamp(0, 1)
+            if p_clean(cand) + float(reg(cand, l1)) <= base - c * alpha * gsq:
+                break
+            alpha *= decay
+        mask = (mask - alpha * g).clamp(0, 1)
+        steps.append(alpha)
+        curve2.append(p_clean(mask))
+        if iterations > 3:
+            if i == int(iterations / 2):
+                if abs(curve2[0] - curve2[i]) <= 1e-3:
+                    l1 /= 10
+            elif i == int(iterations / 1.25) and abs(curve2[0] - curve2[i]) <= 1e-2:
+                l1 /= 5
+    return mask, steps, l1
+
+
+# ------------------------------------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("runtime", [{}, {"batch_size": 3, "ls_batch": 3}, {"batch_size": 64, "ls_bounds": False}])
+def test_igospp_equals_the_plain_reference_implementation(tiny, runtime):
+    """The work savings (gradient-pass loss as base, bound-based early rejection, chunking that spans terms and
+    trial points) leave the iterates unchanged: same masks and steps as the plain loop at a fixed seed."""
+    clf, x, target = tiny
+    kw = {"size": 4, "iterations": 4, "ig_steps": 3, "seed": 5}
+    ex = IGOSPlusPlus(clf, **kw, **WEAK, **runtime).explain(x, target)
+    rx, ry, steps = reference_igospp(clf, x, target, 4, 4, 3, seed=5, **WEAK)
+    assert ex.extras["step"] == pytest.approx(steps, rel=1e-6)
+    torch.testing.assert_close(ex.extras["mask_x"], rx[0, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ex.extras["mask_y"], ry[0, 0], atol=1e-5, rtol=1e-5)
+    assert any(a < 1000.0 for a in steps)  # the search backtracked, so trial points were rejected
+    assert float(rx.min()) < 0.5 and float(ry.min()) < 0.5  # and the masks moved
+
+
+def test_igos_original_equals_the_plain_reference_implementation(tiny):
+    clf, x, target = tiny
+    ex = IGOS(clf, size=4, iterations=5, ig_steps=3, seed=2, batch_size=2, l1=0.1, tv=0.5).explain(x, target)
+    mask, steps, l1 = reference_igos_original(clf, x, target, 4, 5, 3, seed=2, l1=0.1, tv=0.5)
+    assert ex.extras["step"] == pytest.approx(steps, rel=1e-6)
+    torch.testing.assert_close(ex.extras["mask"], mask[0, 0], atol=1e-5, rtol=1e-5)
+    assert ex.extras["final_l1"] == pytest.approx(l1)
+    assert len(set(steps)) > 1 and float(mask.min()) < 0.5
+    assert ex.n_forward - ex.n_backward < 5 + sum(ex.extras["ls_trials"])  # fewer clean passes than the demo
+
+
+def test_bounds_save_model_passes_without_changing_the_result(tiny):
+    clf, x, target = tiny
+    kw = {"size": 4, "iterations": 4, "ig_steps": 4, "batch_size": 2, **WEAK}
+    a = IGOSPlusPlus(clf, **kw).explain(x, target)
+    b = IGOSPlusPlus(clf, ls_bounds=False, **kw).explain(x, target)
+    torch.testing.assert_close(a.map, b.map)
+    assert a.n_backward == b.n_backward == 4 * 4 * 4
+    assert sum(a.extras["ls_images"]) < sum(b.extras["ls_images"])
+    # without bounds every tried point costs all its images; the gradient pass also supplies the base loss
+    assert b.extras["ls_images"] == [t * 4 * 4 for t in b.extras["ls_trials"]]
+    assert a.n_forward == a.n_backward + sum(a.extras["ls_images"])
+
+
 # ------------------------------------------------------------------------------------------------ line search
-def test_armijo_search_returns_the_largest_grid_step_that_satisfies_the_condition():
-    g = torch.tensor([3.0, -1.0])
-    m0 = torch.tensor([1.0, 0.5])
-
-    def f(m):
-        return ((m - 0.2) ** 2).sum()
-
-    calls = []
-
-    def losses(alphas):
-        calls.append(len(alphas))
-        return torch.stack([f(m0 - a * g) for a in alphas])
-
-    base, gsq = float(f(m0)), float((g * g).sum())
-    res = armijo_search(losses, base, gsq, alpha0=1000.0, c=1e-4, decay=0.2, floor=1e-5, group=1)
-    grid = [1000.0 * 0.2**j for j in range(20) if 1000.0 * 0.2**j >= 1e-5]
-    ok = [a for a in grid if float(f(m0 - a * g)) <= base - 1e-4 * a * gsq]
-    assert res["accepted"] and res["alpha"] == pytest.approx(ok[0])
-    assert res["loss"] <= base - 1e-4 * res["alpha"] * gsq
-    # batching the trial points changes the number of calls, not the answer
-    calls.clear()
-    res4 = armijo_search(losses, base, gsq, alpha0=1000.0, group=4)
-    assert res4["alpha"] == res["alpha"] and res4["n_calls"] == len(calls) < res["n_calls"]
-
-
-def test_armijo_search_below_the_floor_is_not_accepted():
-    res = armijo_search(lambda a: torch.full((len(a),), 10.0), 1.0, 1.0, alpha0=1.0, floor=1e-2, group=3)
-    assert not res["accepted"] and res["alpha"] < 1e-2 and res["n_trials"] == 3
-
-
 @pytest.mark.parametrize("cls,kw", [(IGOSPlusPlus, {"mode": "deletion"}), (IGOSPlusPlus, {"mode": "naive"}),
-                                    (IGOS, {"variant": "igos_pp"})])
+                                    (IGOSPlusPlus, {}), (IGOS, {"variant": "igos_pp"})])
 def test_line_search_never_increases_the_loss_and_respects_armijo(box, cls, kw):
     """Without noise the loss at the accepted step is the next iteration's base loss: a non-increasing sequence."""
     clf, x = box
-    e = cls(clf, noise=0.0, **FAST, **kw)
-    ex = e.explain(x, target=3)
-    loss, after, step, acc = (ex.extras[k] for k in ("loss", "loss_after", "step", "accepted"))
+    ex = cls(clf, noise=0.0, **FAST, **kw).explain(x, target=3)
+    loss, after, step, acc, gsq = (ex.extras[k] for k in ("loss", "loss_after", "step", "accepted", "grad_sq"))
     assert any(acc)
     for i in range(len(loss) - 1):
         if acc[i]:
-            assert after[i] <= loss[i] + 1e-7
+            assert after[i] <= loss[i] - 1e-4 * step[i] * gsq[i] + 1e-9
             assert loss[i + 1] == pytest.approx(after[i], rel=1e-5, abs=1e-6)
         assert loss[i + 1] <= loss[i] + 1e-6
 
 
-def test_original_igos_clean_line_search_decreases_the_clean_loss(box):
+def test_original_igos_clean_line_search_respects_armijo(box):
     clf, x = box
     ex = IGOS(clf, **FAST).explain(x, target=3)
-    loss, after, acc = ex.extras["loss"], ex.extras["loss_after"], ex.extras["accepted"]
+    loss, after, acc, step, gsq = (ex.extras[k] for k in ("loss", "loss_after", "accepted", "step", "grad_sq"))
+    assert any(acc)
     for i in range(len(loss)):
         if acc[i]:
-            assert after[i] <= loss[i] - 1e-4 * ex.extras["step"][i] * 0.0
+            assert after[i] <= loss[i] - 1e-4 * step[i] * gsq[i] + 1e-9
+        if i + 1 < len(loss) and acc[i] and ex.extras["l1"][i + 1] == ex.extras["l1"][i]:
+            assert loss[i + 1] == pytest.approx(after[i], abs=1e-6)  # the accepted point is the next base
     assert ex.extras["p_del"][-1] < 0.7  # deletion probability went down from p(x) ≈ 0.72
 
 
@@ -130,30 +271,42 @@ def test_btv_makes_mask_edges_cheap_where_the_image_has_edges():
 
 
 # ------------------------------------------------------------------------------------------------ IG direction
-def test_batched_integrated_gradient_equals_a_per_path_point_loop(box):
-    clf, x = box
+def test_batched_integrated_gradient_equals_a_per_path_point_loop(tiny):
+    clf, x, target = tiny
     e = IGOSPlusPlus(clf, size=4, ig_steps=5, noise=0.0, batch_size=3)
-    e._dev, e._target, e._l1 = x.device, 3, 1.0
-    e._gen = torch.Generator().manual_seed(0)
+    e._dev, e._target, e._l1 = x.device, target, 1.0
     e._z = clf.normalize(x)
     e._zb = clf.normalize(blur_baseline(x, 51, 50.0))
     g0 = torch.Generator().manual_seed(1)
     masks = {"x": torch.rand(1, 1, 4, 4, generator=g0), "y": torch.rand(1, 1, 4, 4, generator=g0)}
-    g, loss, _ = e._gradient(masks, 5)
-    # reference: one image per path point, terms summed with the iGOS++ weights
+    g, loss = e._gradient(masks, 5, 0)
+    # reference: one image per path point; the joint terms compose with up(Mx)·up(My) as the official code does
     mx = masks["x"].clone().requires_grad_(True)
     my = masks["y"].clone().requires_grad_(True)
-    total = 0.0
-    for kind, m in (("del", mx), ("ins", my), ("del", mx * my), ("ins", mx * my)):
+    ux, uy = upsample_mask(mx, (32, 32), align_corners=True), upsample_mask(my, (32, 32), align_corners=True)
+    total, value = 0.0, 0.0
+    for kind, u in (("del", ux), ("ins", uy), ("del", ux * uy), ("ins", ux * uy)):
         for k in range(1, 6):
-            up = upsample_mask(m, (32, 32), align_corners=True) * (k / 5)
-            img = e._z * up + e._zb * (1 - up) if kind == "del" else e._zb * up + e._z * (1 - up)
-            p = clf.net(img).softmax(1)[0, 3]
+            p = clf.net(_phi(e._z, e._zb, kind, u * (k / 5))).softmax(1)[0, target]
             total = total + (0.5 if kind == "del" else -0.5) * p / 5
-    total = total + e._regulariser(mx * my)
-    rx, ry = torch.autograd.grad(total, [mx, my])
+            value += (1.0 if kind == "del" else -1.0) * float(p.detach()) / 5
+    r = e._regulariser(mx * my)
+    rx, ry = torch.autograd.grad(total + r, [mx, my])
     torch.testing.assert_close(g["x"], rx, atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(g["y"], ry, atol=1e-6, rtol=1e-4)
+    assert loss == pytest.approx(value + float(r.detach()), abs=1e-5)
+
+
+def test_joint_terms_use_the_product_of_upsampled_masks(box):
+    clf, x = box
+    e = IGOSPlusPlus(clf, size=4)
+    e._z = clf.normalize(x)
+    g0 = torch.Generator().manual_seed(2)
+    masks = {"x": torch.rand(1, 1, 4, 4, generator=g0), "y": torch.rand(1, 1, 4, 4, generator=g0)}
+    ups = e._ups(masks)
+    ux, uy = (upsample_mask(masks[k], (32, 32), align_corners=True) for k in ("x", "y"))
+    torch.testing.assert_close(ups[2], ux * uy)
+    assert not torch.allclose(ups[2], upsample_mask(masks["x"] * masks["y"], (32, 32), align_corners=True))
 
 
 # ------------------------------------------------------------------------------------------------ switches
@@ -167,6 +320,7 @@ def test_ablation_switches_change_what_they_claim(box):
     assert naive.n_backward == 4 * 2 * 4
     fixed = IGOSPlusPlus(clf, line_search=False, fixed_step=7.0, **FAST).explain(x, target=3)
     assert fixed.extras["step"] == [7.0] * 4 and fixed.extras["ls_trials"] == [0] * 4
+    assert fixed.n_forward == fixed.n_backward  # no line-search passes at all
     # no noise: the seed no longer matters; with noise it does
     a = IGOSPlusPlus(clf, noise=0.0, seed=1, **FAST).explain(x, target=3).map
     b = IGOSPlusPlus(clf, noise=0.0, seed=2, **FAST).explain(x, target=3).map
@@ -185,6 +339,19 @@ def test_ablation_switches_change_what_they_claim(box):
     torch.testing.assert_close(base.extras["mask"], base.extras["mask_x"] * base.extras["mask_y"])
 
 
+def test_fresh_base_and_common_noise_switches(tiny):
+    clf, x, target = tiny
+    kw = {"size": 4, "iterations": 2, "ig_steps": 3}
+    plain = IGOSPlusPlus(clf, **kw).explain(x, target)
+    fresh = IGOSPlusPlus(clf, ls_fresh_base=True, **kw).explain(x, target)
+    # a fresh base costs one full evaluation (4 terms × N images) per iteration, and a different base loss
+    assert fresh.n_forward - sum(fresh.extras["ls_images"]) - fresh.n_backward == 2 * 4 * 3
+    assert fresh.extras["loss"][0] != pytest.approx(plain.extras["loss"][0], abs=1e-9)
+    common = IGOSPlusPlus(clf, ls_common_noise=True, ls_bounds=False, **kw).explain(x, target)
+    # with the gradient pass's noise, the trial at α → 0 would reproduce the base loss exactly
+    assert common.settings["ls_common_noise"] and "ls_bounds" not in common.settings
+
+
 def test_cli_swap_and_adaptive_l1_and_official_noise(box):
     clf, x = box
     ex = IGOSPlusPlus(clf, size=4, iterations=2, ig_steps=3, reproduce_cli_swap=True).explain(x, target=3)
@@ -192,26 +359,41 @@ def test_cli_swap_and_adaptive_l1_and_official_noise(box):
     flat = make_classifier(BoxMeanNet(scale=0.0), size=32)  # the deletion score never moves
     ex = IGOS(flat, size=4, iterations=15, ig_steps=2, l1=1.0).explain(x, target=3)
     assert ex.extras["final_l1"] == pytest.approx(1.0 / 50)
+    # l1 changes at the END of iterations 7 and 12: iterations 8 and 13 are the first to use the new value
+    assert ex.extras["l1"][7] == 1.0 and ex.extras["l1"][8] == pytest.approx(0.1)
+    assert ex.extras["l1"][12] == pytest.approx(0.1) and ex.extras["l1"][13] == pytest.approx(0.02)
     assert IGOS(flat, size=4, iterations=15, ig_steps=2, variant="igos_pp").explain(x, 3).extras["final_l1"] == 1.0
+    assert IGOS(flat, size=4, iterations=3, ig_steps=2).explain(x, 3).extras["final_l1"] == 1.0  # T ≤ 3: never
     e = IGOS(clf, igos_noise="official")
-    e._gen, e._dev = torch.Generator().manual_seed(0), x.device
-    n = e._noise(200, (16, 16))
+    e._dev = x.device
+    gen = noise_stream(0, 0, GRAD, 0, 0)
+    n = torch.cat([e._draw(gen, (16, 16)) for _ in range(200)])
     assert float(n[:, 1:].abs().max()) == 0.0 and float(n[:, 0].std()) == pytest.approx(0.4, rel=0.05)
+
+
+def test_noise_streams_are_distinct_and_reproducible():
+    draws = {key: torch.randn(8, generator=noise_stream(0, *key)) for key in
+             [(0, GRAD, 0, 0), (0, GRAD, 0, 1), (1, GRAD, 0, 0), (0, TRIAL, 0, 0), (0, TRIAL, 1, 0)]}
+    vals = list(draws.values())
+    assert all(not torch.equal(vals[i], vals[j]) for i in range(len(vals)) for j in range(i))
+    torch.testing.assert_close(draws[(0, TRIAL, 1, 0)], torch.randn(8, generator=noise_stream(0, 0, TRIAL, 1, 0)))
 
 
 def test_determinism_and_model_not_mutated(box):
     clf, x = box
     fp = clf.state_fingerprint()
     a = IGOSPlusPlus(clf, seed=3, batch_size=5, **FAST).explain(x, target=3)
-    b = IGOSPlusPlus(clf, seed=3, batch_size=64, **FAST).explain(x, target=3)
+    b = IGOSPlusPlus(clf, seed=3, batch_size=64, ls_batch=4, **FAST).explain(x, target=3)
     torch.testing.assert_close(a.map, b.map)
     assert clf.state_fingerprint() == fp
     assert a.n_forward_calls < a.n_forward
+    assert a.settings == b.settings  # batch_size, ls_batch and ls_bounds are runtime arguments
 
 
 @pytest.mark.parametrize("kw,msg", [({"mode": "both"}, "mode="), ({"output": "m"}, "output="),
                                     ({"igos_noise": "red"}, "igos_noise="), ({"size": 0}, "size="),
-                                    ({"ls_decay": 1.5}, "ls_decay=")])
+                                    ({"ls_decay": 1.5}, "ls_decay="), ({"ls_batch": 0}, "ls_batch="),
+                                    ({"ls_bounds": "yes"}, "ls_bounds=")])
 def test_bad_arguments(box, kw, msg):
     with pytest.raises(ValueError, match=msg):
         IGOSPlusPlus(box[0], **kw)
