@@ -24,6 +24,7 @@ __all__ = [
     "blur_pyramid",
     "fade_pyramid",
     "pyramid_apply",
+    "PyramidInterpolator",
     "SmoothMaskGenerator",
     "clamp01",
     "area_reference",
@@ -160,6 +161,59 @@ def pyramid_apply(pyramid: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return lo + t * (hi - lo)
 
 
+class PyramidInterpolator:
+    """:func:`pyramid_apply` for many masks on one fixed pyramid (EP's inner loop).
+
+    The tables P_k and D_k = P_{k+1} − P_k are stacked once as ``(L−1, 2C, H, W)``, so each call is one gather
+    and one multiply-add, with a hand-written backward ∂out/∂m = (L−1)·Σ_c g_c·D_k,c. ``flip=True`` returns the
+    horizontally flipped result, computed from a flipped table and the flipped mask (no flip of the 3-channel
+    output and its gradient). Forward values and mask gradients equal :func:`pyramid_apply`'s bit for bit; the
+    pyramid is treated as a constant (no gradient to it).
+    """
+
+    def __init__(self, pyramid: torch.Tensor) -> None:
+        if pyramid.dim() == 5:
+            if pyramid.shape[1] != 1:
+                raise ValueError("PyramidInterpolator takes the pyramid of ONE image: (L, 1, C, H, W) or (L, C, H, W)")
+            pyramid = pyramid[:, 0]
+        pyramid = pyramid.detach()
+        self.n_levels = int(pyramid.shape[0])
+        if self.n_levels < 2:
+            raise ValueError(f"pyramid has {self.n_levels} levels; accepted values: >= 2")
+        self.table = torch.cat([pyramid[:-1], pyramid[1:] - pyramid[:-1]], dim=1).contiguous()
+        self._flipped: torch.Tensor | None = None
+
+    def __call__(self, m: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        table = self.table
+        if flip:
+            if self._flipped is None:
+                self._flipped = self.table.flip(-1).contiguous()
+            table, m = self._flipped, m.flip(-1)
+        return _PyramidLerp.apply(m, table, self.n_levels)
+
+
+class _PyramidLerp(torch.autograd.Function):
+    """out = P_k + t·D_k with w = m·(L−1), k = clamp(⌊w⌋, 0, L−2), t = w − k (the ops of :func:`pyramid_apply`)."""
+
+    @staticmethod
+    def forward(ctx, m, table, n_levels):
+        c = table.shape[1] // 2
+        w = m * (n_levels - 1)
+        k = w.floor().clamp_(0, n_levels - 2)
+        t = w - k
+        g = torch.gather(table, 0, k.long().expand(m.shape[0], 2 * c, *m.shape[-2:]))
+        lo, d = g[:, :c], g[:, c:]
+        out = (t * d).add_(lo)
+        ctx.save_for_backward(d)
+        ctx.n_levels = n_levels
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (d,) = ctx.saved_tensors
+        return (grad_out * d).sum(1, keepdim=True) * (ctx.n_levels - 1), None, None
+
+
 def clamp01(x: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] with the gradient passing on the closed interval (PyTorch 1.x semantics, which TorchRay ran
     under); recent ``torch.clamp`` gives a zero gradient at the bounds, freezing masks that reach exactly 1."""
@@ -177,9 +231,14 @@ class SmoothMaskGenerator:
     extends past its end (260×260 for 224², step 7, σ 21, margin 21); it is clamped to [0, 1] and the image part
     is ``full[..., margin:margin+H, margin:margin+W]``.
 
-    ``gen(params)`` with params ``(K, 1, h, w)`` returns ``(full, crop)``. Everything is vectorised (one unfold,
-    one broadcast multiply, one softmax), no loops over pixels.
+    ``gen(params)`` with params ``(K, 1, h, w)`` returns ``(full, crop)``. Everything is vectorised, no loops over
+    pixels: the output is computed block by block (``step``×``step`` pixels share their (2r+1)² parameters), in
+    chunks of blocks small enough to stay in the CPU cache, with a hand-written backward that recomputes the
+    softmax weights per chunk instead of storing the (K, (2r+1)², H', W') intermediates.
     """
+
+    #: target number of elements of one chunk's (blocks, step², taps) intermediates (≈ 0.5 MB in float32)
+    chunk_elements = 1 << 17
 
     def __init__(self, shape: tuple[int, int] | int = 224, step: int = 7, sigma: float = 21.0,
                  coldness: float = 20.0, margin: float | None = None) -> None:
@@ -210,9 +269,17 @@ class SmoothMaskGenerator:
         z = dist / self.sigma
         w = torch.exp(-2.0 * (z - 0.5).clamp(min=0.0) ** 2)
         self.weight = w.reshape(taps * taps, self.step, self.step).float()
-        self._tiled: dict = {}
+        self._scaled: dict = {}
         if self.margin + self.shape[0] > self.full_shape[0] or self.margin + self.shape[1] > self.full_shape[1]:
             raise ValueError("SmoothMaskGenerator: margin too large for the padded output")  # pragma: no cover
+
+    def _scaled_weight(self, params: torch.Tensor) -> torch.Tensor:
+        """coldness·w as a (step², taps²) matrix (pixel-in-block × tap), cached per device and dtype."""
+        key = (params.device, params.dtype)
+        if key not in self._scaled:
+            w = self.weight.to(dtype=torch.float64).reshape(self.weight.shape[0], -1).t() * self.coldness
+            self._scaled[key] = w.to(device=params.device, dtype=params.dtype).contiguous()
+        return self._scaled[key]
 
     def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if params.dim() != 4 or params.shape[1] != 1 or tuple(params.shape[-2:]) != self.param_shape:
@@ -221,46 +288,79 @@ class SmoothMaskGenerator:
         n = params.shape[0]
         taps = 2 * self.radius + 1
         by, bx = self.blocks
-        cols = F.unfold(params, taps, padding=self.padding).view(n, taps * taps, by, bx)
-        key = (params.device, params.dtype)
-        if key not in self._tiled:
-            w = self.weight.to(device=params.device, dtype=params.dtype).view(taps * taps, 1, self.step, 1, self.step)
-            self._tiled[key] = w.expand(-1, by, -1, bx, -1).reshape(1, taps * taps, by * self.step, bx * self.step)
-        pooled = _SmoothMaxPool.apply(cols, self._tiled[key], self.coldness, self.step)
-        full = clamp01(pooled[:, None, : self.full_shape[0], : self.full_shape[1]])
+        st = self.step
+        # (K, taps², by·bx) → block-major, taps last: (K·by·bx, taps²)
+        cols = F.unfold(params, taps, padding=self.padding).transpose(1, 2).reshape(n * by * bx, taps * taps)
+        cols = cols.contiguous()  # the reshape of a single image is a strided view: the chunks need rows
+        bw = self._scaled_weight(params)
+        chunk = max(1, self.chunk_elements // bw.numel())
+        pooled = _SmoothMaxPool.apply(cols, bw, self.coldness, chunk)  # (K·by·bx, step²)
+        pooled = pooled.view(n, by, bx, st, st).permute(0, 1, 3, 2, 4).reshape(n, 1, by * st, bx * st)
+        full = clamp01(pooled[..., : self.full_shape[0], : self.full_shape[1]])
         mg = self.margin
         crop = full[..., mg : mg + self.shape[0], mg : mg + self.shape[1]]
         return full, crop
 
 
 class _SmoothMaxPool(torch.autograd.Function):
-    """out(p) = Σ_k v_k e^{βv_k} / Σ_k e^{βv_k}, v_k = cols_k(block(p))·w_k(p), with the analytic gradient
-    ∂out/∂v_k = s_k (1 + β(v_k − out)), s = softmax(βv). Hand-written to keep every pass contiguous and in place
-    (autograd's broadcast multiplies and a softmax over dim 1 cost ~3× more on the CPU)."""
+    """Smooth max per output pixel of one block: out_u = Σ_k v_uk e^{βv_uk} / Σ_k e^{βv_uk}, v_uk = c_k·w_uk.
+
+    ``cols`` (B, T): the T parameters of each block; ``bw`` (U, T) = β·w for the U pixels of a block. Analytic
+    gradient ∂out_u/∂v_uk = s_uk (1 + β(v_uk − out_u)), s = softmax(βv). The (B, U, T) intermediates are built
+    ``chunk`` blocks at a time in reused buffers (cache-resident), and recomputed in the backward pass rather than
+    stored. A global shift β·max(cols, 0) keeps exp from overflowing (v ≤ max(cols) since 0 < w ≤ 1).
+    """
 
     @staticmethod
-    def forward(ctx, cols, wt, beta, step):
-        n, t, by, bx = cols.shape
-        v = cols.view(n, t, by, 1, bx, 1).expand(n, t, by, step, bx, step).reshape(n, t, by * step, bx * step)
-        v = v.clone() if step == 1 else v  # step 1: reshape is a view of cols
-        v.mul_(wt)
-        shift = beta * float(cols.detach().max().clamp(min=0.0))  # v <= max(cols) since 0 < w <= 1: no overflow
-        e = torch.mul(v, beta).sub_(shift).exp_()
-        den = e.sum(1)
-        out = (v * e).sum(1).div_(den)
-        ctx.save_for_backward(v, e, den, out, wt)
-        ctx.beta, ctx.step = beta, step
+    def forward(ctx, cols, bw, beta, chunk):
+        n_blocks, taps = cols.shape
+        n_pix = bw.shape[0]
+        w = bw / beta
+        shift = beta * float(cols.max().clamp(min=0.0))
+        neg_shift = cols.new_full((), -shift)
+        den = cols.new_empty(n_blocks, n_pix)
+        out = cols.new_empty(n_blocks, n_pix)
+        ch = min(chunk, n_blocks)
+        v_buf = cols.new_empty(ch, n_pix, taps)
+        e_buf = cols.new_empty(ch, n_pix, taps)
+        for i in range(0, n_blocks, ch):
+            j = min(i + ch, n_blocks)
+            v, e = v_buf[: j - i], e_buf[: j - i]
+            torch.mul(cols[i:j, None], w, out=v)  # v itself (not β·v − shift): all-zero windows give exactly 0
+            torch.add(neg_shift, v, alpha=beta, out=e).exp_()
+            torch.sum(e, -1, out=den[i:j])
+            torch.sum(v.mul_(e), -1, out=out[i:j])
+        out.div_(den)  # Σ v e / Σ e
+        ctx.save_for_backward(cols, bw, out, den)
+        ctx.beta, ctx.chunk, ctx.shift = beta, chunk, shift
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        v, e, den, out, wt = ctx.saved_tensors
-        beta, step = ctx.beta, ctx.step
-        n, t, hh, ww = v.shape
-        g = v - out.unsqueeze(1)
-        g.mul_(beta).add_(1.0).mul_(e).mul_((grad_out / den).unsqueeze(1)).mul_(wt)
-        gcols = g.view(n, t, hh // step, step, ww // step, step).sum(dim=(3, 5))
-        return gcols, None, None, None
+        cols, bw, out, den = ctx.saved_tensors
+        beta, chunk, shift = ctx.beta, ctx.chunk, ctx.shift
+        n_blocks, taps = cols.shape
+        n_pix = bw.shape[0]
+        # ∂L/∂c_k = Σ_u g_u s_uk (1 + βv_uk − β·out_u) w_uk with βv_uk = c_k·bw_uk, s_uk = e_uk/den_u:
+        #         = Σ_u (e∘w)_uk·b_u + c_k·Σ_u (e∘w∘bw)_uk·a_u,   a = g/den, b = a·(1 − β·out),
+        # two batched (1×U)·(U×T) products per chunk; e∘w = exp(βv − shift + log w) comes out of one exp pass.
+        a = grad_out / den
+        b = (1.0 - beta * out).mul_(a)
+        w = bw / beta
+        log_w_shift = w.log().sub_(shift)
+        gcols = cols.new_empty(n_blocks, taps)
+        g2 = cols.new_empty(n_blocks, taps)
+        a3, b3 = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, U)
+        ch = min(chunk, n_blocks)
+        buf = cols.new_empty(ch, n_pix, taps)
+        for i in range(0, n_blocks, ch):
+            j = min(i + ch, n_blocks)
+            ew = buf[: j - i]
+            torch.addcmul(log_w_shift, cols[i:j, None], bw, out=ew)
+            ew.exp_()
+            torch.bmm(b3[i:j], ew, out=gcols[i:j, None])
+            torch.bmm(a3[i:j], ew.mul_(bw), out=g2[i:j, None])
+        return gcols.addcmul_(g2, cols), None, None, None
 
 
 def area_reference(n: int, areas, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -273,21 +373,50 @@ def area_reference(n: int, areas, dtype=torch.float32, device=None) -> torch.Ten
     return (pos >= n_zeros.view(-1, 1)).to(dtype=dtype, device=device)
 
 
+def _area_zero_counts(n: int, areas) -> list[int]:
+    """⌊n(1−a)⌋ per area, computed exactly as :func:`area_reference` (float64)."""
+    areas = torch.as_tensor(list(areas) if not isinstance(areas, torch.Tensor) else areas, dtype=torch.float64)
+    if areas.dim() == 0:
+        areas = areas.view(1)
+    return torch.floor(n * (1.0 - areas.cpu())).long().tolist()
+
+
 def vecsort_area_loss(m: torch.Tensor, areas, reduction: str = "mean") -> torch.Tensor:
     """Area regulariser R_a(m) = ‖vecsort(m) − r_a‖² per mask (Fong et al. 2019, eq. for R_a).
 
     ``m``: ``(K, ...)`` masks (flattened per row); ``areas``: K fractions (or one). ``reduction="mean"`` divides
     by the number of pixels, as the official code; ``"sum"`` is the paper's squared norm. Returns ``(K,)``; it is
     exactly 0 iff each mask has ⌈n·a⌉-style ones (n − ⌊n(1−a)⌋ of them) and zeros elsewhere.
+
+    ‖vecsort(m) − r_a‖² = ‖m − r̃‖² with r̃ the reference moved back to the unsorted positions: 1 on the
+    n − ⌊n(1−a)⌋ largest entries. Those are found with a selection (``kthvalue``, O(n)) instead of a full sort;
+    only when the threshold value is tied across the boundary (rare, mostly in the first iterations) is the row
+    sorted with ``torch.sort``, so the tied entries get the same reference values, hence the same gradient, as
+    the sort-based formula.
     """
     check_choice("reduction", reduction, ("mean", "sum"))
     flat = m.reshape(m.shape[0], -1)
-    ref = area_reference(flat.shape[1], areas, flat.dtype, flat.device)
-    if ref.shape[0] == 1 and flat.shape[0] > 1:
-        ref = ref.expand(flat.shape[0], -1)
-    if ref.shape[0] != flat.shape[0]:
-        raise ValueError(f"areas has {ref.shape[0]} entries; accepted values: 1 or {flat.shape[0]} (one per mask)")
-    sq = (torch.sort(flat, dim=1).values - ref) ** 2
+    n_rows, n = flat.shape
+    zeros = _area_zero_counts(n, areas)
+    if len(zeros) == 1 and n_rows > 1:
+        zeros = zeros * n_rows
+    if len(zeros) != n_rows:
+        raise ValueError(f"areas has {len(zeros)} entries; accepted values: 1 or {n_rows} (one per mask)")
+    vals = flat.detach()
+    ref = torch.empty_like(vals)
+    for r, n0 in enumerate(zeros):
+        if n0 <= 0 or n0 >= n:
+            ref[r] = 1.0 if n0 <= 0 else 0.0
+            continue
+        theta = torch.kthvalue(vals[r], n0).values
+        below = vals[r] <= theta
+        if int(below.sum()) == n0:  # the n0 smallest are exactly the entries <= θ
+            torch.logical_not(below, out=below)
+            ref[r] = below
+        else:  # θ is tied across the boundary: the sort decides which tied entries get 0
+            idx = torch.sort(vals[r]).indices
+            ref[r].scatter_(0, idx, (torch.arange(n, device=flat.device) >= n0).to(flat.dtype))
+    sq = (flat - ref) ** 2
     return sq.mean(1) if reduction == "mean" else sq.sum(1)
 
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saliency_core.perturbations import (
+    PyramidInterpolator,
     SmoothMaskGenerator,
     area_reference,
     blur_pyramid,
@@ -130,3 +131,70 @@ def test_smooth_mask_matches_reference_and_gradcheck():
     (gb,) = torch.autograd.grad((_reference_smoothmax(g, p) * w).sum(), p)
     torch.testing.assert_close(ga, gb)
     assert torch.autograd.gradcheck(lambda q: g(q)[0], (p,))
+
+
+def test_smooth_mask_chunking_does_not_change_the_result(monkeypatch):
+    g = SmoothMaskGenerator(20, step=3, sigma=4.0)
+    p = torch.rand(3, 1, *g.param_shape, generator=torch.Generator().manual_seed(2))
+    p[p > 0.8] = 1.0
+    w = torch.randn(3, 1, *g.full_shape, generator=torch.Generator().manual_seed(3))
+
+    def run():
+        q = p.clone().requires_grad_(True)
+        full, _ = g(q)
+        (full * w).sum().backward()
+        return full.detach(), q.grad
+
+    one_chunk = run()
+    # 7 blocks per chunk: many chunks and a partial last one
+    monkeypatch.setattr(SmoothMaskGenerator, "chunk_elements", 7 * g.step**2 * (2 * g.radius + 1) ** 2)
+    many = run()
+    torch.testing.assert_close(many[0], one_chunk[0], atol=0, rtol=0)
+    torch.testing.assert_close(many[1], one_chunk[1], atol=0, rtol=0)
+    torch.testing.assert_close(one_chunk[0], _reference_smoothmax(g, p))
+
+
+def _sort_vecsort(m: torch.Tensor, areas) -> torch.Tensor:
+    """The sort-based formula mean((sort(m) − r_a)²) (the official code's)."""
+    flat = m.reshape(m.shape[0], -1)
+    return ((torch.sort(flat, dim=1).values - area_reference(flat.shape[1], areas, flat.dtype)) ** 2).mean(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(4, 3000), k=st.integers(1, 3), levels=st.sampled_from([0, 2, 4, 9]), seed=st.integers(0, 10_000))
+def test_vecsort_selection_matches_sort_bitwise_with_ties(n, k, levels, seed):
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.rand(k, n, generator=gen)
+    if levels:  # quantised values: many ties, also straddling the area boundary
+        m = (m * levels).round() / levels
+    areas = (torch.rand(k, generator=gen) * 0.98 + 0.01).tolist()
+    w = torch.rand(k, generator=gen)
+    a, b = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
+    la, lb = vecsort_area_loss(a, areas), _sort_vecsort(b, areas)
+    (la * w).sum().backward()
+    (lb * w).sum().backward()
+    assert torch.equal(a.grad, b.grad)  # same reference value on every entry, tied ones included
+    torch.testing.assert_close(la, lb, atol=1e-6, rtol=1e-6)  # only the summation order differs
+
+
+def test_pyramid_interpolator_equals_pyramid_apply_bitwise():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 3, 24, 30, generator=gen)
+    p = blur_pyramid(x, levels=8, sigma_max=5.0)
+    interp = PyramidInterpolator(p)
+    m = torch.rand(3, 1, 24, 30, generator=gen)
+    m[m > 0.8] = 1.0
+    m[m < 0.1] = 0.0
+    g = torch.randn(3, 3, 24, 30, generator=gen)
+    for flip in (False, True):
+        a, b = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
+        ya = interp(a, flip=flip)
+        yb = pyramid_apply(p, b)
+        if flip:
+            yb = torch.flip(yb, dims=(3,))
+        assert torch.equal(ya, yb)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(a.grad, b.grad)
+    with pytest.raises(ValueError, match="ONE image"):
+        PyramidInterpolator(torch.zeros(8, 2, 3, 4, 4))

@@ -23,6 +23,7 @@ import torch
 
 from ..explanation import Explainer, check_choice, check_range, register
 from ..perturbations import (
+    PyramidInterpolator,
     SmoothMaskGenerator,
     blur_pyramid,
     fade_pyramid,
@@ -174,7 +175,7 @@ class ExtremalPerturbation(Explainer):
             return params, params
         return gen(params)
 
-    def _forward_rewards(self, pyr, crop, target, flip, grad):
+    def _forward_rewards(self, interp, crop, target, flip, grad):
         """Rewards per batch row for the perturbed inputs of masks ``crop`` (K, 1, H, W); dual → 2K rows."""
         k = crop.shape[0]
         rows = []
@@ -187,9 +188,7 @@ class ExtremalPerturbation(Explainer):
         out = []
         for i in range(0, mall.shape[0], bs):
             mi = mall[i: i + bs]
-            xin = pyramid_apply(pyr, mi)
-            if flip:
-                xin = torch.flip(xin, dims=(3,))
+            xin = interp(mi, flip=flip)  # = hflip(pyramid_apply(pyr, mi)) when flip
             r = _reward(self.model.net(xin), target, self.reward)
             if grad:
                 # per chunk: backward now into the detached mask leaf (frees the activations)
@@ -213,6 +212,7 @@ class ExtremalPerturbation(Explainer):
         z = self.model.normalize(x)
         with torch.no_grad():
             pyr = self._pyramid(z)  # (L, 3, H, W)
+            interp = PyramidInterpolator(pyr)  # level tables built once for all iterations
         if self.parametrization == "smooth":
             gen = SmoothMaskGenerator((h, w), self.step, self.sigma, self.coldness)
             pshape = gen.param_shape
@@ -229,7 +229,7 @@ class ExtremalPerturbation(Explainer):
             full, crop = self._masks(gen, params)
             # rewards: chunked forward + backward into the mask graph (the model is the cost)
             crop_leaf = crop.detach().requires_grad_(True)
-            rew, _, _ = self._forward_rewards(pyr, crop_leaf, target, self.jitter and t % 2 == 0, grad=True)
+            rew, _, _ = self._forward_rewards(interp, crop_leaf, target, self.jitter and t % 2 == 0, grad=True)
             area_mask = full if self.area_on == "padded" else crop
             aloss = vecsort_area_loss(area_mask, areas_t)
             # −energy = −Σ reward + λ Σ R_a ; reward gradient already sits in crop_leaf.grad
@@ -244,7 +244,7 @@ class ExtremalPerturbation(Explainer):
             lam *= self.lambda_growth
         masks = crop.detach()
         with torch.no_grad():
-            _, pres, dele = self._forward_rewards_eval(pyr, masks, target)
+            _, pres, dele = self._forward_rewards_eval(interp, masks, target)
             clean = _reward(self.model.net(z), target, self.reward)[0]
         out_masks = masks
         if self.smooth > 0:
@@ -269,13 +269,13 @@ class ExtremalPerturbation(Explainer):
         return sal, extras
 
     @torch.no_grad()
-    def _forward_rewards_eval(self, pyr, masks, target):
+    def _forward_rewards_eval(self, interp, masks, target):
         """Scores of m ⊗ x and (1−m) ⊗ x without flip, both variants, one batch (2K rows)."""
         mall = torch.cat([masks, 1.0 - masks])
         bs = self.batch_size or mall.shape[0]
         out = []
         for i in range(0, mall.shape[0], bs):
-            out.append(_reward(self.model.net(pyramid_apply(pyr, mall[i: i + bs])), target, self.reward))
+            out.append(_reward(self.model.net(interp(mall[i: i + bs])), target, self.reward))
         r = torch.cat(out)
         k = masks.shape[0]
         return None, r[:k], r[k:]
