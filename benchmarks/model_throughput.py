@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from _results import record
+
 TUNED = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
@@ -90,6 +92,12 @@ def main() -> None:
     base = runs["default"]["results"][big]
     print(f"allocator_ratio_fwd={best['fwd'] / base['fwd']:.2f} "
           f"allocator_ratio_fwdbwd={best['fwdbwd'] / base['fwdbwd']:.2f}")
+    rows = [{"allocator": mode, "batch": bs, "fwd_img_s": runs[mode]["results"][str(bs)]["fwd"],
+             "fwdbwd_img_s": runs[mode]["results"][str(bs)]["fwdbwd"]} for mode in runs for bs in batches]
+    record("model_throughput", {"fwd_img_s": best["fwd"], "fwdbwd_img_s": best["fwdbwd"], "threads": threads,
+                                "allocator_ratio_fwd": best["fwd"] / base["fwd"],
+                                "allocator_ratio_fwdbwd": best["fwdbwd"] / base["fwdbwd"]},
+           extra={"model": args.model, "repeats": args.repeats, "batch": int(big)}, rows=rows)
     print(f"fwd_img_s={best['fwd']:.2f} fwdbwd_img_s={best['fwdbwd']:.2f} threads={threads}")
 
 

@@ -1,0 +1,196 @@
+"""Machine-readable results of the benchmarks: one JSON file per benchmark under ``benchmarks/results/``.
+
+Every benchmark calls :func:`record` at the end of its ``main()`` (after computing, before its final
+``key=value`` line). The file holds the benchmark's headline metrics, optional per-method rows, and the provenance a
+reader needs to judge the numbers: the command line, UTC date, git commit (short hash + a flag when the working tree
+had uncommitted changes), torch version and thread count, CPU model and cores, and the 1/5/15-minute load averages
+when this module was imported (≈ the start of the run) and when the record was written — the machine may be shared,
+and a loaded machine makes wall times longer.
+
+The performance chapter (``notebooks/06_performance.ipynb``) reads these files only; it never runs a benchmark.
+The folder is ``$SALIENCY_BENCH_RESULTS`` if set, else ``benchmarks/results`` next to this file. Files are written
+atomically (temporary file in the same folder, fsync, ``os.replace``): a killed run leaves the previous file or none.
+:func:`record` prints nothing, so a benchmark's ``key=value`` line stays the last line of its output.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["record", "results_dir", "provenance", "to_jsonable", "SCHEMA_VERSION"]
+
+#: bumped when the layout of a results file changes
+SCHEMA_VERSION = 1
+
+#: load average and clock when the benchmark imported this module (≈ when it started)
+_START_LOAD: tuple[float, float, float] = os.getloadavg()
+_START_TIME: float = time.perf_counter()
+_START_UTC: str = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def results_dir() -> Path:
+    """Folder of the results files: ``$SALIENCY_BENCH_RESULTS`` or ``benchmarks/results``."""
+    env = os.environ.get("SALIENCY_BENCH_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parent / "results"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy/torch scalars → numbers, arrays/tensors → lists, NaN/±inf → ``None``, tuples → lists,
+    other objects → ``repr``. Keys become strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return to_jsonable(obj.item())
+    return repr(obj)
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=_ROOT, capture_output=True, text=True, timeout=20,
+                              check=True).stdout.strip()
+
+    try:
+        commit = run("rev-parse", "--short", "HEAD")
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def _cpu() -> dict[str, Any]:
+    model = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"model": model, "cores": os.cpu_count(), "cores_usable": usable}
+
+
+def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where and how a result was produced (see the module docstring); ``argv`` defaults to ``sys.argv``."""
+    argv = list(sys.argv if argv is None else argv)
+    torch_mod = sys.modules.get("torch")  # threads only when this process imported torch (not in a pure driver)
+    threads = int(torch_mod.get_num_threads()) if torch_mod is not None else None
+    try:
+        import torch
+
+        version: str | None = str(torch.__version__)
+    except ImportError:
+        version = None
+    torch_info: dict[str, Any] = {"version": version, "threads": threads}
+    script = argv[0] if argv else ""
+    if script:
+        try:
+            script = str(Path(script).resolve().relative_to(_ROOT))
+        except ValueError:
+            pass
+    env = {k: os.environ.get(k) for k in ("SALIENCY_THREADS", "OMP_NUM_THREADS", "GLIBC_TUNABLES")}
+    return {
+        "command": shlex.join(["python", script, *argv[1:]]),
+        "argv": argv[1:],
+        "started_utc": _START_UTC,
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": time.perf_counter() - _START_TIME,
+        "git": _git(),
+        "python": platform.python_version(),
+        "torch": torch_info,
+        "env": env,
+        "cpu": _cpu(),
+        "platform": platform.platform(),
+        "loadavg_start": list(_START_LOAD),
+        "loadavg_end": list(os.getloadavg()),
+    }
+
+
+def record(
+    name: str,
+    metrics: Mapping[str, Any],
+    argv: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``<out_dir>/<name>.json`` atomically and return its path.
+
+    Parameters
+    ----------
+    name : str
+        Benchmark name (the file stem), letters, digits, ``_`` and ``-`` only.
+    metrics : mapping
+        Headline numbers (the final ``key=value`` line of the benchmark, plus any others worth plotting).
+    argv : sequence of str, optional
+        The command line (default ``sys.argv``).
+    extra : mapping, optional
+        Anything else (settings, intermediate timings).
+    rows : sequence of mappings, optional
+        Per-method (or per-configuration) rows: a tidy table the chapter turns into a DataFrame.
+    out_dir : path, optional
+        Folder (default :func:`results_dir`).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"name={name!r} is not valid; accepted values: a non-empty string of letters, digits, _ and -")
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of name -> number; got {type(metrics).__name__}")
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "benchmark": name,
+        "metrics": to_jsonable(dict(metrics)),
+        "rows": to_jsonable([dict(r) for r in rows]) if rows is not None else [],
+        "extra": to_jsonable(dict(extra)) if extra is not None else {},
+        "provenance": provenance(argv),
+    }
+    text = json.dumps(payload, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+    folder = Path(out_dir) if out_dir is not None else results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
