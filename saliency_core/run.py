@@ -14,6 +14,10 @@ Usage::
   leaderboard, which reuses the chapters' cached maps) start after every other notebook has finished, with all
   cores. Each kernel's log goes to ``_build/logs/<profile>/<stem>.log``.
 * A failing notebook stops the run with the failing cell's error and a non-zero exit code.
+* A notebook whose executed copy carries the same :func:`fingerprint` (notebook source, parameters, library
+  source, benchmark results) is not re-executed (``--force`` re-executes it): a warm ``make book`` only rebuilds
+  the HTML. Explanations and scores are cached one level down as well (``_cache/``), so a notebook re-executed
+  after an edit recomputes only what the edit changed.
 * ``--in-place`` (with ``--profile smoke``) re-executes the committed notebooks in ``notebooks/`` with their
   default parameters: that is how the stored outputs that nbval checks are refreshed.
 
@@ -72,6 +76,44 @@ def profile_parameters(stem: str, profile: str, overrides: dict[str, Any] | None
     return params
 
 
+#: what an executed notebook depends on besides its own source and parameters
+FINGERPRINT_GLOBS = ("saliency_core/**/*.py", "benchmarks/results/*.json")
+
+
+def fingerprint(stem: str, params: dict[str, Any], root: Path = ROOT) -> str:
+    """sha256 of everything an executed notebook depends on: its source, its parameters, the library's source
+    and the benchmark results it may read. An executed copy with the same fingerprint is up to date."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update((root / "notebooks" / f"{stem}.ipynb").read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    for pattern in FINGERPRINT_GLOBS:
+        for f in sorted(root.glob(pattern)):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def up_to_date(stem: str, params: dict[str, Any], out: Path, root: Path = ROOT) -> bool:
+    """True when ``out`` exists and was executed from the same :func:`fingerprint`."""
+    if not out.is_file():
+        return False
+    try:
+        meta = json.loads(out.read_text()).get("metadata", {}).get("saliency_run", {})
+    except (OSError, ValueError):
+        return False
+    return meta.get("fingerprint") == fingerprint(stem, params, root)
+
+
+def _stamp(path: Path, fp: str, seconds: float) -> None:
+    nb = json.loads(path.read_text())
+    nb.setdefault("metadata", {})["saliency_run"] = {"fingerprint": fp, "seconds": round(seconds, 1)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def _tag_injected(path: Path) -> None:
     nb = json.loads(path.read_text())
     for cell in nb.get("cells", []):
@@ -98,9 +140,11 @@ def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path = 
     pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(src.parent),
                         progress_bar=False, log_output=False, request_save_on_cell_execute=False)
     os.replace(tmp, out)
+    secs = time.perf_counter() - t0
     if params:
         _tag_injected(out)
-    return time.perf_counter() - t0
+        _stamp(out, fingerprint(stem, params, root), secs)
+    return secs
 
 
 def build_book(executed: Path, root: Path = ROOT, profile: str | None = None) -> Path:
@@ -220,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--execute-only", action="store_true", help="execute notebooks, do not build the book")
     ap.add_argument("--no-build", action="store_true", help="alias of --execute-only")
     ap.add_argument("--in-place", action="store_true", help="smoke profile: refresh the committed notebooks' outputs")
+    ap.add_argument("--force", action="store_true",
+                    help="re-execute notebooks whose executed copy is up to date (same source, parameters, library)")
     ap.add_argument("--jobs", type=int, default=None, help="notebooks executed side by side (default: CPU cores)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -250,8 +296,17 @@ def main(argv: list[str] | None = None) -> int:
 
     cdir = default_cache_dir()
     cached_at_start = sum(1 for f in cdir.rglob("*") if f.is_file()) if cdir.is_dir() else 0
+    if not (args.in_place or args.child or args.force):
+        fresh = [s for s in todo if up_to_date(s, profile_parameters(s, args.profile, overrides),
+                                              executed / f"{s}.ipynb")]
+        for s in fresh:
+            print(f"[run] {s} is up to date (same notebook, parameters and library): not re-executed "
+                  "(--force re-executes)", flush=True)
+        todo = [s for s in todo if s not in fresh]
     t_all = time.perf_counter()
-    if args.child or jobs == 1 or len(todo) == 1:
+    if not todo:
+        timings: list[dict] | None = []
+    elif args.child or jobs == 1 or len(todo) == 1:
         timings = _run_sequential(todo, args, overrides, executed)
     else:
         timings = _run_parallel(todo, args, executed, jobs, cores, {t["notebook"]: t["seconds"] for t in old})
@@ -261,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     wall = time.perf_counter() - t_all
     print(f"[run] {len(todo)} notebook(s) executed in {wall:.1f} s (jobs={jobs})", flush=True)
-    if set(todo) == set(stems) and not args.in_place:  # a whole-book run: its wall time for the reproduction map
+    # a whole-book execution (cold, or --force): its wall time goes to the reproduction map
+    if todo and set(todo) == set(stems) and not args.in_place:
         rec = ROOT / "_build" / f"run-{args.profile}{'-gpu' if device.startswith('cuda') else ''}.json"
         rec.parent.mkdir(parents=True, exist_ok=True)
         tmp = rec.with_suffix(".tmp")

@@ -64,3 +64,29 @@ def test_schedule_runs_leaderboard_last_with_all_cores():
     assert waves[1] == (["05_leaderboard"], 1, 2)
     assert schedule(["01_a"], jobs=4, cores=8) == [(["01_a"], 4, 8)]  # one notebook: every core
     assert schedule(["05_leaderboard"], jobs=2, cores=2) == [(["05_leaderboard"], 1, 2)]
+
+
+def test_fingerprint_tracks_notebook_params_and_library(tmp_path):
+    import json
+
+    from saliency_core.run import _stamp, fingerprint, up_to_date
+
+    root = tmp_path
+    (root / "notebooks").mkdir()
+    (root / "saliency_core").mkdir()
+    nb = root / "notebooks" / "01_x.ipynb"
+    nb.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    lib = root / "saliency_core" / "m.py"
+    lib.write_text("A = 1\n")
+    fp = fingerprint("01_x", {"n": 1}, root)
+    assert fp == fingerprint("01_x", {"n": 1}, root)
+    assert fp != fingerprint("01_x", {"n": 2}, root)
+    out = root / "_build" / "01_x.ipynb"
+    out.parent.mkdir()
+    assert not up_to_date("01_x", {"n": 1}, out, root)  # no executed copy yet
+    out.write_text(nb.read_text())
+    _stamp(out, fp, 1.0)
+    assert up_to_date("01_x", {"n": 1}, out, root)
+    assert not up_to_date("01_x", {"n": 2}, out, root)
+    lib.write_text("A = 2\n")  # a library change makes the executed copy stale
+    assert not up_to_date("01_x", {"n": 1}, out, root)
