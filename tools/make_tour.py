@@ -205,8 +205,11 @@ factories = {
     "gradient": lambda c: sc.get_explainer("gradient", c, reduce="abs_max"),
 }
 sims = []
-for name, f in factories.items():
-    _, s = sanity.cascading_randomization(clf, xi, f, layers=layers, seed=seed)
+for name, f in factories.items():  # cached like every explanation: a rerun reads the similarities
+    key = {"method": name, "settings": f(clf).settings(), "model": clf.key, "image": rec.id, "layers": list(layers),
+           "seed": seed}
+    s = cache.get_or_compute("tour_sanity", key,
+                             lambda f=f: sanity.cascading_randomization(clf, xi, f, layers=layers, seed=seed)[1])
     sims.append(s.assign(method=name))
 sims = pd.concat(sims)
 spear = sims[sims["metric"] == "spearman_abs"]
@@ -228,9 +231,10 @@ Each image's gradient map comes from the cache; the curves are one batched forwa
 
 subset = records if deletion_images is None else records[:deletion_images]
 expls = [cache.explain(grad, r, x=x[i]) for i, r in enumerate(tqdm(subset, desc="gradient maps", disable=None))]
-aucs, curves_df = insdel.evaluate_insertion_deletion(
+key = {"settings": grad.settings(), "model": clf.key, "images": [r.id for r in subset], "step": deletion_step}
+aucs, curves_df = cache.get_or_compute("tour_deletion", key, lambda: insdel.evaluate_insertion_deletion(
     clf, x[: len(subset)], [e.map for e in expls], [e.target for e in expls], preset="rise",
-    step=deletion_step, curves=("deletion",), ids=[r.id for r in subset], method="gradient")
+    step=deletion_step, curves=("deletion",), ids=[r.id for r in subset], method="gradient"))
 ax = plotting.curves(curves_df, x="fraction", y="score", hue="image", errorbar=None)
 ax.set_xlabel("fraction of pixels deleted")
 ax.set_ylabel("p(target)")
