@@ -23,11 +23,12 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from saliency_core.cache import atomic_write_text
 
 __all__ = ["record", "results_dir", "provenance", "to_jsonable", "SCHEMA_VERSION"]
 
@@ -178,19 +179,6 @@ def record(
     }
     text = json.dumps(payload, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
     folder = Path(out_dir) if out_dir is not None else results_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path

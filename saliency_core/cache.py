@@ -16,13 +16,40 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from .explanation import Explainer, Explanation
 
-__all__ = ["ResultCache", "default_cache_dir", "cache_key"]
+__all__ = ["ResultCache", "default_cache_dir", "cache_key", "atomic_write", "atomic_write_text"]
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Write ``path`` so that readers see the old file or the whole new one: ``write(fh)`` fills a temporary
+    file in the same folder, which is fsync'ed, given the usual permissions and renamed into place
+    (``os.replace`` is atomic on POSIX). On any failure the temporary file is removed and the error re-raised."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 text."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def default_cache_dir() -> Path:
@@ -93,18 +120,7 @@ class ResultCache:
         """Write ``value`` atomically: temp file in the same folder, fsync, ``os.replace``."""
         if not self.enabled:
             return
-        path = self._path(cache_key(kind, key))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(value, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._path(cache_key(kind, key)), lambda fh: torch.save(value, fh))
 
     def get_or_compute(self, kind: str, key: dict[str, Any], fn: Callable[[], Any]) -> Any:
         """Return the cached value for ``(kind, key)`` or compute it with ``fn()`` and store it."""

@@ -13,6 +13,7 @@ Every explainer in :mod:`saliency_core.methods` subclasses :class:`Explainer`:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import inspect
 import time
@@ -239,7 +240,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class Explainer:
+class Explainer(abc.ABC):
     """Base class of every saliency method.
 
     Parameters
@@ -256,9 +257,9 @@ class Explainer:
         self.model = model
 
     # -- to implement ------------------------------------------------------------------------
+    @abc.abstractmethod
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Return ``(map (H, W), extras)`` for one image ``x`` (1, 3, H, W) in [0, 1]."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     # -- public API --------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from . import report
+from .cache import atomic_write_text
 
 __all__ = ["MARKERS", "SYMBOLS", "write_pages", "fill_marker", "load_timings", "reproduction_map", "claims_page",
            "intro_figure", "chapter_stems", "format_seconds"]
@@ -58,11 +59,6 @@ _FIG_RE = re.compile(r"\b(?:Figures?|Fig\.|Tables?)\s*\d+(?:\s*(?:–|-|,|and)\s
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-def _check_profile(profile: str) -> None:
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r} is not valid; accepted values: {', '.join(PROFILES)}")
-
 
 def _cell(text: object) -> str:
     """Text safe inside one markdown table cell (no newline, escaped pipes)."""
@@ -112,9 +108,7 @@ def fill_marker(path: Path, marker: str, text: str) -> None:
         raise ValueError(f"{path} has {len(hits)} lines {marker!r}; accepted values: exactly one such line "
                          "(the generated block replaces it)")
     lines[hits[0]] = text.rstrip("\n") + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(lines))
 
 
 def load_timings(path: Path, profile: str | None = None) -> dict[str, dict]:
@@ -261,7 +255,7 @@ def reproduction_map(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
     root : Path
         The repository whose ``_build/timings-*.json`` are read.
     """
-    _check_profile(profile)
+    report.check_profile(profile)
     stage_dir, build = Path(stage_dir), Path(root) / "_build"
     stems = chapter_stems(stage_dir)
     nbs = {s: _read_nb(stage_dir / "notebooks" / f"{s}.ipynb") for s in stems}
@@ -321,7 +315,7 @@ def claims_page(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
     Claims are read with :func:`saliency_core.report.load_claims` from ``$SALIENCY_RESULTS_DIR`` (when set) or
     ``<root>/_build/results``. Nothing is written for a chapter without a claims file except that it has none.
     """
-    _check_profile(profile)
+    report.check_profile(profile)
     stage_dir = Path(stage_dir)
     env = os.environ.get("SALIENCY_RESULTS_DIR")
     base = Path(env) if env else Path(root) / "_build" / "results"
@@ -387,7 +381,7 @@ def intro_figure(stage_dir: Path, profile: str, out_dir: Path) -> str:
     the tour (nothing when there is no tour). The PNG is written to ``out_dir/intro-figure.png``; the figure
     path is relative to ``book/``.
     """
-    _check_profile(profile)
+    report.check_profile(profile)
     stage_dir, out_dir = Path(stage_dir), Path(out_dir)
     stems = chapter_stems(stage_dir)
     candidates: list[tuple[str, int]] = []
@@ -442,7 +436,7 @@ def write_pages(stage_dir: Path, profile: str, root: Path = ROOT) -> list[Path]:
     ValueError
         For an unknown profile, a page without its marker line, or a malformed timings/claims file.
     """
-    _check_profile(profile)
+    report.check_profile(profile)
     stage_dir = Path(stage_dir)
     book = stage_dir / "book"
     for name in MARKERS:

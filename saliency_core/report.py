@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pandas as pd
+
+from .cache import atomic_write_text
 
 __all__ = ["VERDICTS", "Claim", "claims", "verdict", "results_dir", "load_claims"]
 
@@ -84,7 +85,8 @@ def results_dir(profile: str) -> Path:
     return base / profile
 
 
-def _check_profile(profile: str) -> None:
+def check_profile(profile: str) -> None:
+    """One-line error unless ``profile`` is one of :data:`PROFILES`."""
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is not valid; accepted values: {', '.join(PROFILES)}")
 
@@ -114,7 +116,7 @@ def claims(rows: list[Claim | dict], *, notebook: str, profile: str, model: str 
     pandas.DataFrame
         Columns ``claim, paper, ours, verdict, criterion``.
     """
-    _check_profile(profile)
+    check_profile(profile)
     if not notebook or Path(notebook).name != notebook or notebook.startswith("."):
         raise ValueError(f"notebook={notebook!r} is not valid; accepted values: a notebook stem such as '03_leg'")
     if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 0):
@@ -124,18 +126,9 @@ def claims(rows: list[Claim | dict], *, notebook: str, profile: str, model: str 
         raise ValueError("rows=[] is not valid; accepted values: a non-empty list of Claim or dict")
     if write:
         out = results_dir(profile) / f"{notebook}.claims.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"notebook": notebook, "profile": profile, "model": model, "n_images": n_images,
                    "claims": [asdict(c) for c in items]}
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(out, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     return pd.DataFrame([asdict(c) for c in items])[["claim", "paper", "ours", "verdict", "criterion"]]
 
 
@@ -157,7 +150,7 @@ def load_claims(profile: str, base: Path | None = None) -> list[dict]:
         the folder does not exist. A file that is not valid JSON or whose claims are not valid raises a
         ``ValueError`` naming the file: the summary page never shows a verdict it cannot trust.
     """
-    _check_profile(profile)
+    check_profile(profile)
     d = results_dir(profile) if base is None else Path(base) / profile
     if not d.is_dir():
         return []

@@ -40,8 +40,10 @@ from typing import Any
 
 import yaml
 
+from .cache import atomic_write_text
+from .report import PROFILES  # one list of profiles for the runner, the claims ledger and the front matter
+
 ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ("smoke", "book", "paper")
 #: notebooks that read what the others put in the result cache: they run after all others
 RUN_LAST = ("05_leaderboard",)
 
@@ -106,23 +108,16 @@ def up_to_date(stem: str, params: dict[str, Any], out: Path, root: Path = ROOT) 
     return meta.get("fingerprint") == fingerprint(stem, params, root)
 
 
-def _stamp(path: Path, fp: str, seconds: float) -> None:
-    nb = json.loads(path.read_text())
-    nb.setdefault("metadata", {})["saliency_run"] = {"fingerprint": fp, "seconds": round(seconds, 1)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _tag_injected(path: Path) -> None:
+def _finish_executed(path: Path, fp: str, seconds: float) -> None:
+    """One rewrite of an executed notebook: tag the injected-parameters cell ``hide-cell`` (the book shows it
+    collapsed) and store the run's :func:`fingerprint` in the notebook metadata."""
     nb = json.loads(path.read_text())
     for cell in nb.get("cells", []):
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "hide-cell" not in tags:
             cell["metadata"]["tags"] = tags + ["hide-cell"]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    nb.setdefault("metadata", {})["saliency_run"] = {"fingerprint": fp, "seconds": round(seconds, 1)}
+    atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path = ROOT) -> float:
@@ -142,8 +137,7 @@ def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path = 
     os.replace(tmp, out)
     secs = time.perf_counter() - t0
     if params:
-        _tag_injected(out)
-        _stamp(out, fingerprint(stem, params, root), secs)
+        _finish_executed(out, fingerprint(stem, params, root), secs)
     return secs
 
 
@@ -319,21 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     # a whole-book execution (cold, or --force): its wall time goes to the reproduction map
     if todo and set(todo) == set(stems) and not args.in_place:
         rec = ROOT / "_build" / f"run-{args.profile}{'-gpu' if device.startswith('cuda') else ''}.json"
-        rec.parent.mkdir(parents=True, exist_ok=True)
-        tmp = rec.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"profile": args.profile, "wall_seconds": round(wall, 1), "jobs": jobs,
+        atomic_write_text(rec, json.dumps({"profile": args.profile, "wall_seconds": round(wall, 1), "jobs": jobs,
                                    "cores": cores, "device": device, "notebooks": len(todo),
                                    "cached_results_at_start": cached_at_start,
                                    "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}) + "\n")
-        os.replace(tmp, rec)
-    tfile.parent.mkdir(parents=True, exist_ok=True)
     for t in timings:
         t.setdefault("threads", int(os.environ.get("SALIENCY_THREADS", cores)))
         t.update(cores=cores, device=device)
     merged = {t["notebook"]: t for t in old} | {t["notebook"]: t for t in timings}
-    tmp = tfile.with_suffix(".tmp")
-    tmp.write_text(json.dumps(list(merged.values()), indent=1) + "\n")
-    os.replace(tmp, tfile)
+    atomic_write_text(tfile, json.dumps(list(merged.values()), indent=1) + "\n")
     if args.execute_only or args.no_build or args.in_place:
         return 0
     t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def test_schedule_runs_leaderboard_last_with_all_cores():
 def test_fingerprint_tracks_notebook_params_and_library(tmp_path):
     import json
 
-    from saliency_core.run import _stamp, fingerprint, up_to_date
+    from saliency_core.run import _finish_executed, fingerprint, up_to_date
 
     root = tmp_path
     (root / "notebooks").mkdir()
@@ -85,7 +85,7 @@ def test_fingerprint_tracks_notebook_params_and_library(tmp_path):
     out.parent.mkdir()
     assert not up_to_date("01_x", {"n": 1}, out, root)  # no executed copy yet
     out.write_text(nb.read_text())
-    _stamp(out, fp, 1.0)
+    _finish_executed(out, fp, 1.0)
     assert up_to_date("01_x", {"n": 1}, out, root)
     assert not up_to_date("01_x", {"n": 2}, out, root)
     lib.write_text("A = 2\n")  # a library change makes the executed copy stale

@@ -14,6 +14,7 @@ Inputs are in [0, 1] pixel space (Captum sees :attr:`Classifier.pixel_model`).
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
@@ -60,8 +61,9 @@ class _CaptumExplainer(Explainer):
         super().__init__(model)
         self.reduce = check_choice("reduce", reduce, REDUCTIONS)
 
-    def _captum(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _captum(self):
+        """The Captum attribution object for :attr:`model`."""
 
     def _call(self, algo, x: torch.Tensor, target: int) -> torch.Tensor:
         return algo.attribute(x, target=target)
@@ -283,8 +285,9 @@ class _SuperpixelExplainer(Explainer):
         self.seed = seed
         self.batch_size = batch_size
 
-    def _algo(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _algo(self):
+        """The Captum surrogate-model attribution (Lime or KernelShap) for :attr:`model`."""
 
     def _explain(self, x, target):
         seg = superpixels(x, self.superpixels, self.n_segments).to(x.device)
