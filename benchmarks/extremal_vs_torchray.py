@@ -16,8 +16,14 @@ TorchRay (CC BY-NC) is never a project dependency. Install it for this benchmark
 ``pip install --no-deps --target /tmp/torchray torchray``; the script adds /tmp/torchray to ``sys.path`` when present
 (or ``TORCHRAY_PATH``). Without it the TorchRay keys print nan.
 
-Usage: python benchmarks/extremal_vs_torchray.py [--iters 200] [--areas 0.1] [--image 0] [--threads N]
-       [--no-noise-floor]
+Agreement is limited by floating point: EP's trajectory is chaotic, so ~1 ulp of difference anywhere (the order of
+a sum, a fused multiply-add) grows over the iterations. The **noise floor** measures that limit: the correlation of
+our own mask with our mask for the input changed by x·(1 + 1e-7·N(0, 1)). ``--horizons 50 100 200`` also prints
+both correlations after fewer iterations (separate runs, the trajectories are deterministic), which shows the
+divergence growing with the horizon for both pairs alike.
+
+Usage: python benchmarks/extremal_vs_torchray.py [--iters 800] [--areas 0.1] [--image 0] [--threads N]
+       [--no-noise-floor] [--horizons N ...]
 Last line: mask_corr=<f> time_ratio_vs_torchray=<f> overhead_ratio=<f>
 """
 
@@ -35,13 +41,15 @@ from _results import record
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--iters", type=int, default=800, help="EP iterations (TorchRay's and the paper's default: 800)")
     ap.add_argument("--areas", type=float, nargs="+", default=[0.1])
     ap.add_argument("--image", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--noise-floor", action=argparse.BooleanOptionalAction, default=True,
                     help="also run ours on the input perturbed at float precision (x·(1 + 1e-7·N(0, 1))) and print "
                          "the mask correlation with the unperturbed run: the agreement that rounding alone allows")
+    ap.add_argument("--horizons", type=int, nargs="*", default=[],
+                    help="also compare after these (fewer) iterations: ours vs TorchRay and the noise floor")
     args = ap.parse_args()
 
     from saliency_core import embedded_images, load_model, records_to_batch
@@ -86,25 +94,40 @@ def main() -> None:
     path = os.environ.get("TORCHRAY_PATH", "/tmp/torchray")
     if os.path.isdir(path) and path not in sys.path:
         sys.path.append(path)
-    corr = ratio = float("nan")
     try:
         from torchray.attribution.extremal_perturbation import extremal_perturbation
     except Exception as exc:  # noqa: BLE001 - report why and print nan
+        extremal_perturbation = None
         print(f"TorchRay not importable ({type(exc).__name__}: {exc}); install it for this benchmark only, "
               f"e.g. pip install --no-deps --target /tmp/torchray torchray")
-    else:
+
+    def torchray(iters: int):
+        """TorchRay's (K, H·W) masks after ``iters`` iterations, wall and CPU seconds."""
         flags = [p.requires_grad for p in clf.net.parameters()]
         clf.net.eval()
-        zin = clf.normalize(x)
         t0, c0 = time.perf_counter(), time.process_time()
-        masks, _ = extremal_perturbation(clf.net, zin, target, areas=list(args.areas), max_iter=args.iters)
-        t_tr, c_tr = time.perf_counter() - t0, time.process_time() - c0
+        masks, _ = extremal_perturbation(clf.net, clf.normalize(x), target, areas=list(args.areas), max_iter=iters)
+        t, c = time.perf_counter() - t0, time.process_time() - c0
         for p, f in zip(clf.net.parameters(), flags):  # TorchRay leaves requires_grad=False behind
             p.requires_grad_(f)
+        return masks[:, 0].detach().numpy().reshape(k, -1), t, c
+
+    def perturbed(iters: int):
+        """Our (K, H·W) masks for x·(1 + 1e-7·N(0, 1)): what rounding alone changes."""
+        gen = torch.Generator().manual_seed(1)
+        xp = x * (1 + 1e-7 * torch.randn(x.shape, generator=gen))
+        run = ExtremalPerturbation(clf, areas=tuple(args.areas), max_iter=iters)
+        return run.explain(xp, target).extras["masks"].numpy().reshape(k, -1)
+
+    def corr_rows(a, b) -> list[float]:
+        return [float(np.corrcoef(a[i], b[i])[0, 1]) for i in range(k)]
+
+    mine = ours.extras["masks"].numpy().reshape(k, -1)
+    corr = ratio = floor = float("nan")
+    if extremal_perturbation is not None:
+        ref, t_tr, c_tr = torchray(args.iters)
         ratio = t_ours / t_tr
-        ref = masks[:, 0].detach().numpy().reshape(k, -1)
-        mine = ours.extras["masks"].numpy().reshape(k, -1)
-        corrs = [float(np.corrcoef(ref[i], mine[i])[0, 1]) for i in range(k)]
+        corrs = corr_rows(ref, mine)
         corr = float(np.mean(corrs))
         mad = float(np.abs(ref - mine).mean())
         print(f"TorchRay: {t_tr:.2f} s (CPU {c_tr:.2f} s); per-area mask correlation {np.round(corrs, 4).tolist()}, "
@@ -116,24 +139,35 @@ def main() -> None:
     if args.noise_floor:
         # EP's trajectory is sensitive to rounding: the same code on an input changed by ~1 ulp gives this agreement,
         # so two implementations that round differently (ours vs TorchRay) cannot be expected to agree better.
-        gen = torch.Generator().manual_seed(1)
-        xp = x * (1 + 1e-7 * torch.randn(x.shape, generator=gen))
-        pert = ep.explain(xp, target).extras["masks"].numpy().reshape(k, -1)
-        mine = ours.extras["masks"].numpy().reshape(k, -1)
-        floor = [float(np.corrcoef(pert[i], mine[i])[0, 1]) for i in range(k)]
-        print(f"noise floor: mask correlation of ours with ours on x*(1 + 1e-7*N(0,1)): {np.round(floor, 4).tolist()} "
-              f"(mean {np.mean(floor):.4f})")
+        floors = corr_rows(perturbed(args.iters), mine)
+        floor = float(np.mean(floors))
+        print(f"noise floor: mask correlation of ours with ours on x*(1 + 1e-7*N(0,1)): {np.round(floors, 4).tolist()} "
+              f"(mean {floor:.4f}); ours vs TorchRay {'>=' if corr >= floor else '<'} the floor")
+    horizon_rows = []
+    for h in sorted(set(args.horizons) - {args.iters}) + [args.iters]:
+        if h == args.iters:
+            c_tr_h, c_fl_h = corr, floor
+        else:
+            mine_h = ExtremalPerturbation(clf, areas=tuple(args.areas), max_iter=h).explain(x, target)
+            mine_h = mine_h.extras["masks"].numpy().reshape(k, -1)
+            c_tr_h = float(np.mean(corr_rows(torchray(h)[0], mine_h))) if extremal_perturbation else float("nan")
+            c_fl_h = float(np.mean(corr_rows(perturbed(h), mine_h)))
+        horizon_rows.append({"kind": "agreement", "iterations": h, "corr_vs_torchray": c_tr_h, "noise_floor": c_fl_h})
+    if len(horizon_rows) > 1:
+        print("iterations  corr(ours, TorchRay)  corr(ours, ours on x(1+1e-7 N))")
+        for r in horizon_rows:
+            print(f"{r['iterations']:>10}  {r['corr_vs_torchray']:>20.4f}  {r['noise_floor']:>31.4f}")
     print(f"mask_corr={corr:.4f} time_ratio_vs_torchray={ratio:.4f} overhead_ratio={overhead:.4f}")
     t_tr = t_ours / ratio if ratio == ratio and ratio > 0 else float("nan")  # TorchRay's seconds (nan: not run)
     record("extremal_vs_torchray",
            {"mask_corr": corr, "time_ratio_vs_torchray": ratio, "overhead_ratio": overhead, "seconds_ours": t_ours,
-            "seconds_model": t_model, "seconds_torchray": t_tr},
+            "seconds_model": t_model, "seconds_torchray": t_tr, "noise_floor": floor},
            extra={"iters": args.iters, "areas": args.areas, "image": name, "target": target},
            rows=[{"kind": "explanation", "method": "extremal_perturbation",
                   "budget": f"{args.iters} iterations, {k} area(s)", "seconds": t_ours, "n_forward": ours.n_forward,
                   "n_backward": ours.n_backward, "overhead_ratio": overhead, "clock": "wall", "how": "measured"},
                  {"kind": "official", "method": "extremal_perturbation", "implementation": "TorchRay",
-                  "seconds": t_tr, "clock": "wall"}])
+                  "seconds": t_tr, "clock": "wall"}] + horizon_rows)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from .data import ImageRecord, embedded_images, load_folder, records_to_batch
 from .explanation import Explainer, Explanation, available_explainers, get_explainer, register
 from .models import Classifier, Preprocessing, available_models, load_model
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Classifier",

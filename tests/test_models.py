@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -173,3 +175,34 @@ def test_from_module_and_bad_targets(box_classifier):
 def test_captum_style_attribute(box_classifier):
     a = sc.get_explainer("gradient", box_classifier).attribute(torch.rand(2, 3, 32, 32), target=3)
     assert a.shape == (2, 1, 32, 32)
+
+
+def test_symmetric_same_padding_folds_into_the_conv_bitwise():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    raw = EfficientNet.from_name("efficientnet-lite0").eval()
+    canon = canonicalize(raw)
+    pads = [m.padding for m in canon.modules() if isinstance(m, nn.ZeroPad2d)]
+    # only the asymmetric "same" paddings of the stride-2 layers stay explicit
+    assert pads and all(p[0] != p[1] or p[2] != p[3] for p in pads)
+    assert any(isinstance(m, nn.Conv2d) and m.padding != (0, 0) for m in canon.modules())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(raw(x), canon(x))
+
+
+def test_memory_format_choice_and_equal_outputs(lite0, lite0_batch):
+    conv = next(m for m in lite0.net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
+    assert lite0.memory_format == "auto"
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # "auto" on CPU
+    plain = sc.Classifier(net=copy.deepcopy(lite0.net), name="plain", preprocessing=lite0.preprocessing,
+                          class_names=lite0.class_names, weights_id="x", memory_format="contiguous")
+    conv2 = next(m for m in plain.net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
+    assert conv2.weight.is_contiguous()
+    x = lite0_batch[:2]
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), lite0(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="memory_format"):
+        sc.Classifier(net=nn.Identity(), name="bad", preprocessing=lite0.preprocessing, class_names=["a"],
+                      weights_id="x", memory_format="nhwc")

@@ -198,3 +198,21 @@ def test_pyramid_interpolator_equals_pyramid_apply_bitwise():
         assert torch.equal(a.grad, b.grad)
     with pytest.raises(ValueError, match="ONE image"):
         PyramidInterpolator(torch.zeros(8, 2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 5.0), (torch.float64, 30.0)])
+def test_smooth_mask_large_parameters_take_the_shifted_path(dtype, scale):
+    # β·max(params) above ½·log(finfo.max): exp would overflow without the shift, which must then be applied
+    g = SmoothMaskGenerator(20, step=3, sigma=4.0)
+    p = scale * torch.rand(2, 1, *g.param_shape, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    assert g.coldness * float(p.max()) > 0.5 * math.log(torch.finfo(dtype).max)
+    p.requires_grad_(True)
+    full, _ = g(p)
+    ref = _reference_smoothmax(g, p)
+    assert torch.isfinite(full).all()
+    torch.testing.assert_close(full, ref, rtol=1e-5, atol=1e-4)  # outputs up to `scale`, float32 rounding
+    w = torch.rand_like(full)
+    (ga,) = torch.autograd.grad((full * w).sum(), p)
+    (gb,) = torch.autograd.grad((ref * w).sum(), p)
+    assert torch.isfinite(ga).all()
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-4)
