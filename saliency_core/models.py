@@ -236,6 +236,8 @@ class Classifier:
     modules top-down (output → input) for cascading randomisation. ``memory_format``: the layout of the 4-D
     weights; ``"auto"`` = ``channels_last`` on CPU (forward + backward at batch 1, one thread: EfficientNet-Lite0
     63 → 56 ms, ResNet50 251 → 222 ms, VGG16 543 → 483 ms; outputs equal to ~1e-6) and ``contiguous`` elsewhere.
+    The constructor takes ownership of ``net`` (moved to ``device`` and ``memory_format`` in place); to wrap a module
+    you keep using elsewhere, use :meth:`from_module` or :func:`load_model`, which work on a copy.
     """
 
     net: nn.Module
