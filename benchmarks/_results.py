@@ -76,7 +76,8 @@ def _git() -> dict[str, Any]:
 
     try:
         commit = run("rev-parse", "--short", "HEAD")
-        dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+        # results files written by earlier benchmarks do not change the code measured: not counted as dirty
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"))
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
