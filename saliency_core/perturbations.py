@@ -325,12 +325,12 @@ class _SmoothMaxPool(torch.autograd.Function):
         ch = min(chunk, n_blocks)
         u_buf = cols.new_empty(ch, n_pix, taps)
         e_buf = cols.new_empty(ch, n_pix, taps)
-        for i, (c3, den_i, out_i) in enumerate(zip(cols.unsqueeze(1).split(ch), den.split(ch), out.split(ch),
-                                                   strict=True)):
+        shifts = shift.split(ch) if shift is not None else [None] * -(-n_blocks // ch)
+        for c3, den_i, out_i, sh in zip(cols.unsqueeze(1).split(ch), den.split(ch), out.split(ch), shifts,
+                                        strict=True):
             u, e = (u_buf, e_buf) if c3.shape[0] == ch else (u_buf[: c3.shape[0]], e_buf[: c3.shape[0]])
             torch.mul(c3, bw, out=u)  # u = β·v (all-zero windows give exactly 0)
-            if shift is not None:
-                sh = shift[i * ch: i * ch + c3.shape[0]]
+            if sh is not None:
                 torch.amax(u, -1, keepdim=True, out=sh)
                 torch.sub(u, sh, out=e).exp_()
             else:
@@ -359,35 +359,32 @@ class _SmoothMaxPool(torch.autograd.Function):
         g2 = cols.new_empty(n_blocks, taps)
         ch = min(chunk, n_blocks)
         buf = cols.new_empty(ch, n_pix, taps)
-        for i, (c3, a3, b3, gc, gc2) in enumerate(zip(cols.unsqueeze(1).split(ch), a.unsqueeze(1).split(ch),
-                                                      b.unsqueeze(1).split(ch), gcols.unsqueeze(1).split(ch),
-                                                      g2.unsqueeze(1).split(ch), strict=True)):  # (chunk, 1, ·)
+        shifts = shift.split(ch) if shift is not None else [None] * -(-n_blocks // ch)
+        for c3, a3, b3, gc, gc2, sh in zip(cols.unsqueeze(1).split(ch), a.unsqueeze(1).split(ch),
+                                           b.unsqueeze(1).split(ch), gcols.unsqueeze(1).split(ch),
+                                           g2.unsqueeze(1).split(ch), shifts, strict=True):  # (chunk, 1, ·) views
             ew = buf if c3.shape[0] == ch else buf[: c3.shape[0]]
             torch.addcmul(log_w, c3, bw, out=ew)
-            if shift is not None:
-                ew.sub_(shift[i * ch: i * ch + c3.shape[0]])
+            if sh is not None:
+                ew.sub_(sh)
             ew.exp_()
             torch.bmm(b3, ew, out=gc)
             torch.bmm(a3, ew.mul_(bw), out=gc2)
         return gcols.addcmul_(g2, cols), None, None, None
 
 
-def area_reference(n: int, areas, dtype=torch.float32, device=None) -> torch.Tensor:
-    """r_a per area: ⌊n(1−a)⌋ zeros followed by ones (TorchRay's reference), shape ``(K, n)``."""
-    areas = torch.as_tensor(list(areas) if not isinstance(areas, torch.Tensor) else areas, dtype=torch.float64)
-    if areas.dim() == 0:
-        areas = areas.view(1)
-    n_zeros = torch.floor(n * (1.0 - areas)).long()
-    pos = torch.arange(n).view(1, -1)
-    return (pos >= n_zeros.view(-1, 1)).to(dtype=dtype, device=device)
-
-
 def _area_zero_counts(n: int, areas) -> list[int]:
-    """⌊n(1−a)⌋ per area, computed exactly as :func:`area_reference` (float64)."""
+    """⌊n(1−a)⌋ per area (computed in float64), the number of zeros of the reference r_a."""
     areas = torch.as_tensor(list(areas) if not isinstance(areas, torch.Tensor) else areas, dtype=torch.float64)
     if areas.dim() == 0:
         areas = areas.view(1)
     return torch.floor(n * (1.0 - areas.cpu())).long().tolist()
+
+
+def area_reference(n: int, areas, dtype=torch.float32, device=None) -> torch.Tensor:
+    """r_a per area: ⌊n(1−a)⌋ zeros followed by ones (TorchRay's reference), shape ``(K, n)``."""
+    n_zeros = torch.tensor(_area_zero_counts(n, areas)).view(-1, 1)
+    return (torch.arange(n).view(1, -1) >= n_zeros).to(dtype=dtype, device=device)
 
 
 def vecsort_area_loss(m: torch.Tensor, areas, reduction: str = "mean") -> torch.Tensor:

@@ -28,7 +28,6 @@ from ..perturbations import (
     blur_pyramid,
     fade_pyramid,
     gaussian_blur,
-    pyramid_apply,
     tv_norm,
     upsample_mask,
     vecsort_area_loss,
@@ -444,6 +443,7 @@ class MeaningfulPerturbation(Explainer):
         z = self.model.normalize(x)
         with torch.no_grad():
             pyr = torch.stack([gaussian_blur(z, self.blur_sigma, pad="reflect"), z])[:, 0]  # m=0 → blur, 1 → x
+            interp = PyramidInterpolator(pyr)  # = pyramid_apply(pyr, ·), tables built once for all iterations
         params = torch.ones(1, 1, self.mask_size, self.mask_size, device=x.device, requires_grad=True)
         opt = torch.optim.Adam([params], lr=self.lr)
         hist_s, hist_l = [], []
@@ -451,7 +451,7 @@ class MeaningfulPerturbation(Explainer):
         for _ in range(self.max_iter):
             opt.zero_grad()
             m = upsample_mask(params, (h, w), align_corners=False)
-            xin = pyramid_apply(pyr, m)
+            xin = interp(m)
             if j > 0:
                 dy, dx = (int(v) for v in torch.randint(-j, j + 1, (2,), generator=gen))
                 xin = torch.roll(xin, shifts=(dy, dx), dims=(2, 3))
@@ -466,7 +466,7 @@ class MeaningfulPerturbation(Explainer):
             hist_l.append(float(loss.detach()))
         with torch.no_grad():
             m = upsample_mask(params, (h, w), align_corners=False)
-            out = self.model.net(pyramid_apply(pyr, m))
+            out = self.model.net(interp(m))
             final = out.softmax(1)[0, target] if self.score == "prob" else out[0, target]
         sal = 1.0 - m[0, 0]
         return sal, {"mask": m[0, 0].cpu(), "params": params.detach()[0, 0].cpu(), "final_score": float(final),
