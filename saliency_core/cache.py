@@ -13,43 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from ._version import __version__
 from .explanation import Explainer, Explanation
+from .files import atomic_write, atomic_write_text  # noqa: F401  (re-exported for old callers)
 
-__all__ = ["ResultCache", "default_cache_dir", "cache_key", "atomic_write", "atomic_write_text"]
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write ``path`` so that readers see the old file or the whole new one: ``write(fh)`` fills a temporary
-    file in the same folder, which is fsync'ed, given the usual permissions and renamed into place
-    (``os.replace`` is atomic on POSIX). On any failure the temporary file is removed and the error re-raised."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """:func:`atomic_write` of UTF-8 text."""
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+__all__ = ["ResultCache", "default_cache_dir", "cache_key"]
 
 
 def default_cache_dir() -> Path:
@@ -74,8 +48,6 @@ def _canon(obj: Any) -> Any:
 
 def cache_key(kind: str, key: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``{"kind": kind, **key, "version": library version}``."""
-    from . import __version__
-
     payload = json.dumps({"kind": kind, "version": __version__, **_canon(key)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -17,60 +17,18 @@ import abc
 import contextlib
 import inspect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from .checks import check_image, check_target
+
 if TYPE_CHECKING:  # pragma: no cover
     from .models import Classifier
 
-__all__ = [
-    "Explanation",
-    "Explainer",
-    "PassCounter",
-    "count_passes",
-    "register",
-    "get_explainer",
-    "available_explainers",
-    "check_choice",
-    "check_range",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# argument validation helpers: one-line errors naming the parameter and the accepted values
-# --------------------------------------------------------------------------------------------
-def check_choice(name: str, value: Any, choices: tuple | list) -> Any:
-    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; accepted values: {', '.join(map(repr, choices))}")
-    return value
-
-
-def check_range(
-    name: str,
-    value: float,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_inclusive: bool = True,
-    high_inclusive: bool = True,
-) -> float:
-    """Raise ``ValueError`` unless ``low <= value <= high`` (bounds optional, inclusivity configurable)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if ok and low is not None:
-        ok = value >= low if low_inclusive else value > low
-    if ok and high is not None:
-        ok = value <= high if high_inclusive else value < high
-    if not ok:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        lb = "[" if low_inclusive and low is not None else "("
-        hb = "]" if high_inclusive and high is not None else ")"
-        raise ValueError(f"{name}={value!r} is not valid; accepted values: a number in {lb}{lo}, {hi}{hb}")
-    return value
+__all__ = ["Explanation", "Explainer", "PassCounter", "count_passes"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,51 +151,12 @@ class Explanation:
 
 
 # --------------------------------------------------------------------------------------------
-# explainer base class and registry
+# explainer base class (the registry lives beside the methods: saliency_core.methods.registry)
 # --------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, type[Explainer]] = {}
-
-
-def register(name: str) -> Callable[[type[Explainer]], type[Explainer]]:
-    """Class decorator: make an explainer available as ``get_explainer(name, model, ...)``."""
-
-    def deco(cls: type[Explainer]) -> type[Explainer]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"explainer name {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_all_methods() -> None:
-    # import side effect: every methods/* module registers its classes
-    from . import methods  # noqa: F401
-
-
-def available_explainers() -> list[str]:
-    """Sorted registry names."""
-    _load_all_methods()
-    return sorted(_REGISTRY)
-
-
-def get_explainer(name: str, model: Classifier, **params: Any) -> Explainer:
-    """Instantiate the explainer registered as ``name`` for ``model`` with hyper-parameters ``params``."""
-    _load_all_methods()
-    if name not in _REGISTRY:
-        raise ValueError(f"method={name!r} is not valid; accepted values: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](model, **params)
-
-
-def _as_batch(x: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (3, H, W) or (1, 3, H, W); got {type(x).__name__}")
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"x has shape {tuple(x.shape)}; accepted values: (3, H, W) or (1, 3, H, W) in [0, 1] RGB")
-    return x
+def _as_batch(x: torch.Tensor, min_size: int = 1) -> torch.Tensor:
+    """One image as ``(1, 3, H, W)``; refuses anything that is not a finite float image in [0, 1]."""
+    check_image(x, "x", min_size=min_size)
+    return x.unsqueeze(0) if x.dim() == 3 else x
 
 
 class Explainer(abc.ABC):
@@ -276,25 +195,33 @@ class Explainer(abc.ABC):
                 out[pname] = getattr(self, pname, p.default)
         return out
 
+    def min_input_size(self) -> int:
+        """Smallest image side this method's operators accept with the current settings (checked on ``x``)."""
+        return 1
+
     def explain(self, x: torch.Tensor, target: int | None = None) -> Explanation:
-        """Explain ``target`` (default: the model's top-1) for one image ``x`` in [0, 1] RGB."""
-        x = _as_batch(x).to(self.model.device, torch.float32)
-        if target is None:
-            target = self.model.top1(x)
-        target = int(target)
-        n_classes = self.model.num_classes
-        if not 0 <= target < n_classes:
-            raise ValueError(f"target={target} is not valid; accepted values: an int in [0, {n_classes - 1}]")
+        """Explain ``target`` (default: the model's top-1) for one image ``x`` in [0, 1] RGB.
+
+        The model is used in eval mode with frozen parameters whatever its state, and left exactly as it was
+        (training flag, ``requires_grad`` flags); the default target is chosen in eval mode too.
+        """
+        x = _as_batch(x, self.min_input_size()).to(self.model.device, torch.float32)
         start = time.perf_counter()
-        with self.model.guard(), count_passes(self.model.net) as counter:
-            sal, extras = self._explain(x, target)
+        with self.model.guard():
+            if target is None:
+                target = self.model.top1(x)
+            else:
+                target = check_target(target, self.model.num_classes)
+                self.model.check_outputs(x)
+            with count_passes(self.model.net) as counter:
+                sal, extras = self._explain(x, target)
         seconds = time.perf_counter() - start
         sal = sal.detach().float().cpu()
         if sal.dim() != 2:
             raise RuntimeError(f"{type(self).__name__}._explain returned a map of shape {tuple(sal.shape)}")
         return Explanation(
             map=sal,
-            target=target,
+            target=int(target),
             method=self.name,
             settings=self.settings(),
             seconds=seconds,
@@ -302,17 +229,27 @@ class Explainer(abc.ABC):
             **counter.as_dict(),
         )
 
-    def attribute(self, inputs: torch.Tensor, target: int | list[int] | torch.Tensor | None = None) -> torch.Tensor:
-        """Captum-style call: ``(N, 3, H, W)`` inputs → ``(N, 1, H, W)`` saliency maps."""
+    def attribute(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
+        """Captum-style call: ``(N, 3, H, W)`` inputs → ``(N, 1, H, W)`` saliency maps.
+
+        ``target``: ``None`` (each image's top-1), one class index (int, NumPy int, one-element tensor), or one
+        index per image (list, tuple, 1-D tensor or array of length N).
+        """
+        check_image(inputs, "inputs", batch=inputs.dim() == 4 if isinstance(inputs, torch.Tensor) else False)
         if inputs.dim() == 3:
             inputs = inputs.unsqueeze(0)
         n = inputs.shape[0]
-        if target is None or isinstance(target, int):
-            targets = [target] * n
-        else:
-            targets = [int(t) for t in (target.tolist() if isinstance(target, torch.Tensor) else target)]
+        k = self.model.num_classes
+        if target is None:
+            targets: list[int | None] = [None] * n
+        elif isinstance(target, (list, tuple)) or (getattr(target, "ndim", 0) == 1 and len(target) != 1) or (
+            getattr(target, "ndim", 0) == 1 and n == 1
+        ):
+            targets = [check_target(t, k, f"target[{i}]") for i, t in enumerate(target)]
             if len(targets) != n:
                 raise ValueError(f"target has {len(targets)} entries; accepted values: one int or {n} ints")
+        else:
+            targets = [check_target(target, k)] * n
         maps = [self.explain(inputs[i : i + 1], t).map for i, t in enumerate(targets)]
         return torch.stack(maps).unsqueeze(1)
 

@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from .cache import ResultCache
-from .explanation import Explanation, get_explainer
+from .explanation import Explanation
+from .methods import get_explainer
 
 __all__ = ["PROTOCOLS", "evaluate", "summarize", "rankings", "rank_agreement", "costs"]
 

@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.fx as fx
@@ -33,9 +32,10 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from .explanation import check_choice
+from .checks import check_choice
 
 __all__ = [
+    "weights_hash",
     "Preprocessing",
     "Classifier",
     "ReLU6",
@@ -43,7 +43,6 @@ __all__ = [
     "available_models",
     "canonicalize",
     "imagenet_class_names",
-    "set_fast_cpu_allocator",
 ]
 
 
@@ -262,6 +261,7 @@ class Classifier:
         self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
         self.pixel_model = _PixelModel(self)
+        self._outputs_checked = False
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -282,13 +282,9 @@ class Classifier:
         net = canonicalize(module) if canonical else copy.deepcopy(module).eval()
         if class_names is None:
             class_names = imagenet_class_names()
-        h = hashlib.sha256()
-        for k, v in sorted(module.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
         return cls(
             net=net, name=name, preprocessing=preprocess, class_names=list(class_names),
-            weights_id=h.hexdigest()[:16], gradcam_layer=gradcam_layer,
+            weights_id=weights_hash(module), gradcam_layer=gradcam_layer,
             layer_order=list(layer_order) if layer_order is not None else _default_layer_order(net),
             device=torch.device(device),
         )
@@ -327,20 +323,41 @@ class Classifier:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 64, normalized: bool = False) -> torch.Tensor:
-        """Batched, gradient-free logits; ``normalized=True`` when ``x`` is already normalised."""
+        """Batched, gradient-free logits in eval mode; ``normalized=True`` when ``x`` is already normalised."""
         outs = []
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i : i + batch_size].to(self.device)
-            outs.append(self.net(xb if normalized else self.normalize(xb)))
-        return torch.cat(outs)
+        with self.guard():
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i : i + batch_size].to(self.device)
+                outs.append(self.net(xb if normalized else self.normalize(xb)))
+        out = torch.cat(outs)
+        if not self._outputs_checked:
+            self._check_logits(out)
+        return out
 
     def probs(self, x: torch.Tensor, batch_size: int = 64, normalized: bool = False) -> torch.Tensor:
-        """Batched softmax probabilities."""
+        """Batched softmax probabilities (eval mode)."""
         return self.logits(x, batch_size, normalized).softmax(dim=1)
 
     def top1(self, x: torch.Tensor) -> int:
-        """Top-1 class of a single image (1, 3, H, W) in [0, 1]."""
+        """Top-1 class of a single image (1, 3, H, W) in [0, 1], in eval mode."""
         return int(self.logits(x if x.dim() == 4 else x.unsqueeze(0)).argmax(dim=1)[0])
+
+    def _check_logits(self, out: torch.Tensor) -> None:
+        """Refuse a network whose outputs are probabilities (every row ≥ 0 and summing to 1): the methods and
+        protocols apply their own softmax/sigmoid to logits, so a softmax inside the network would be applied twice."""
+        if out.dim() != 2 or out.shape[1] != self.num_classes:
+            raise ValueError(f"model outputs shape {tuple(out.shape)}; accepted values: logits of shape "
+                             f"(N, {self.num_classes}) (one per class name)")
+        rows = out.double()
+        if out.shape[1] > 1 and bool((rows >= 0).all()) and bool(((rows.sum(1) - 1).abs() < 1e-4).all()):
+            raise ValueError("model outputs probabilities (every row is >= 0 and sums to 1); accepted values: a "
+                             "network that returns logits (drop its final Softmax: nn.Sequential(*list(net)[:-1]))")
+        self._outputs_checked = True
+
+    def check_outputs(self, x: torch.Tensor) -> None:
+        """Check once per classifier (on a real input) that the network returns logits (see :meth:`_check_logits`)."""
+        if not self._outputs_checked:
+            self.logits(x[:1] if x.dim() == 4 else x.unsqueeze(0))
 
     def layer(self, name: str) -> nn.Module:
         """The module called ``name`` in :attr:`net`."""
@@ -353,8 +370,9 @@ class Classifier:
     # -- guards --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
-        """Eval mode and frozen parameters inside; training flag and ``requires_grad`` restored on exit."""
-        training = self.net.training
+        """Eval mode and frozen parameters inside; every module's training flag and every parameter's
+        ``requires_grad`` restored exactly on exit (also when the block raises). Re-entrant."""
+        modes = [(m, m.training) for m in self.net.modules()]
         flags = [p.requires_grad for p in self.net.parameters()]
         try:
             self.net.eval()
@@ -364,15 +382,19 @@ class Classifier:
         finally:
             for p, f in zip(self.net.parameters(), flags):
                 p.requires_grad_(f)
-            self.net.train(training)
+            for m, t in modes:
+                m.training = t
 
     def state_fingerprint(self) -> tuple:
-        """(training flag, requires_grad flags, #hooks, parameter checksum): for "model not mutated" tests."""
+        """(training flags, requires_grad flags, #hooks, parameter and buffer checksums): "model not mutated" tests."""
         hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
-                    for m in self.net.modules())
+                    + len(getattr(m, "_backward_pre_hooks", {})) for m in self.net.modules())
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in self.net.parameters()))
-        return (self.net.training, tuple(p.requires_grad for p in self.net.parameters()), hooks, checksum)
+            buffers = float(sum(b.double().sum() for b in self.net.buffers() if b.is_floating_point()))
+            counts = int(sum(int(b.sum()) for b in self.net.buffers() if not b.is_floating_point()))
+        return (tuple(m.training for m in self.net.modules()), tuple(p.requires_grad for p in self.net.parameters()),
+                hooks, checksum, buffers, counts)
 
 
 class _PixelModel(nn.Module):
@@ -407,6 +429,16 @@ _TORCHVISION = ("vgg16", "vgg19", "resnet50")
 def available_models() -> list[str]:
     """Names accepted by :func:`load_model`."""
     return list(_LITE_WHEELS) + list(_TORCHVISION)
+
+
+def weights_hash(module: nn.Module) -> str:
+    """sha256 of every parameter and buffer of ``module`` (names, dtypes, shapes and **all** bytes), 16 hex digits."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def _file_hash(path: Path) -> str:
@@ -453,7 +485,11 @@ def _lite(name: str, weights: str | None, device: str | torch.device) -> Classif
         torch.manual_seed(0)
         wid = "random0"
     else:
-        module.load_state_dict(_load_state_dict(weights))
+        try:
+            module.load_state_dict(_load_state_dict(weights))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ValueError(f"weights={str(weights)!r} does not fit {name}: {first}") from None
         wid = _file_hash(Path(weights))
     module.eval()
     crop = EfficientNet.get_image_size(arch)
@@ -533,33 +569,3 @@ def load_model(
     if name in _LITE_WHEELS:
         return _lite(name, weights, device)
     return _torchvision(name, weights, device)
-
-
-# --------------------------------------------------------------------------------------------
-# CPU allocator tuning (see benchmarks/model_throughput.py for the measured effect)
-# --------------------------------------------------------------------------------------------
-def set_fast_cpu_allocator() -> bool:
-    """Stop glibc malloc from returning big blocks to the OS after every batch (``mallopt``).
-
-    Batched CPU inference allocates and frees large activation buffers; with glibc's defaults each
-    one is an ``mmap``/``munmap`` pair, and page faults dominate. Equivalent to
-    ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647``.
-    Returns True when applied (glibc only).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    ok = libc.mallopt(M_MMAP_MAX, 0) == 1
-    ok &= libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    return bool(ok)
-
-
-def describe(clf: Classifier) -> dict[str, Any]:
-    """Plain-dict summary of a classifier (for results files)."""
-    p = clf.preprocessing
-    return {"model": clf.name, "weights_id": clf.weights_id, "resize": p.resize, "crop": p.crop,
-            "mean": p.mean, "std": p.std, "interpolation": p.interpolation}

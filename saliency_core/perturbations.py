@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from .explanation import check_choice, check_range
+from .checks import check_choice, check_range
 
 __all__ = [
     "gaussian_kernel1d",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from saliency_core import frontmatter as fm
-from saliency_core.report import claims
+from saliency_core.book import frontmatter as fm
+from saliency_core.book.report import claims
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\nnot-a-real-image"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
 
-from saliency_core import report
-from saliency_core.report import Claim, claims, load_claims, results_dir, verdict
+from saliency_core.book import report
+from saliency_core.book.report import Claim, claims, load_claims, results_dir, verdict
 
 ROW = {"claim": "LEG-TV has the lowest S_key", "paper": "0.056", "ours": "0.071", "criterion": "ours ≤ others",
        "verdict": "partly"}
@@ -159,7 +160,14 @@ def test_load_claims_rejects_a_file_of_another_profile(results):
         load_claims("book")
 
 
-def test_results_dir_default_is_under_the_repository(monkeypatch):
+def test_results_dir_default_is_under_the_repository(monkeypatch, tmp_path):
+    from saliency_core.book import repo_root
+
     monkeypatch.delenv("SALIENCY_RESULTS_DIR", raising=False)
-    assert results_dir("book") == report.ROOT / "_build" / "results" / "book"
+    monkeypatch.delenv("SALIENCY_ROOT", raising=False)
+    root = repo_root(pathlib.Path(__file__).parent)
+    monkeypatch.chdir(root / "notebooks")  # kernels run in notebooks/: the root is found upwards
+    assert results_dir("book") == root / "_build" / "results" / "book"
+    monkeypatch.chdir(tmp_path)  # outside a repository: under the current folder
+    assert results_dir("book") == tmp_path / "_build" / "results" / "book"
     assert os.path.isabs(results_dir("smoke"))

@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from saliency_core import run
+from saliency_core.book import runner as run
 
 
 def _nb(path, source):
@@ -56,7 +56,7 @@ def test_cli_rejects_unknown_notebook():
 
 
 def test_schedule_runs_leaderboard_last_with_all_cores():
-    from saliency_core.run import schedule
+    from saliency_core.book.runner import schedule
 
     todo = ["00_tour", "01_a", "02_b", "05_leaderboard"]
     waves = schedule(todo, jobs=2, cores=2, last_seconds={"01_a": 10.0, "02_b": 50.0})
@@ -69,7 +69,7 @@ def test_schedule_runs_leaderboard_last_with_all_cores():
 def test_fingerprint_tracks_notebook_params_and_library(tmp_path):
     import json
 
-    from saliency_core.run import _finish_executed, fingerprint, up_to_date
+    from saliency_core.book.runner import _finish_executed, fingerprint, up_to_date
 
     root = tmp_path
     (root / "notebooks").mkdir()

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..explanation import Explainer, check_choice, check_range, register
+from ..checks import check_choice, check_range
+from ..explanation import Explainer
+from .registry import register
 
 __all__ = [
     "reduce_channels",

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from ..explanation import Explainer, check_choice, check_range, register
+from ..checks import check_choice, check_range
+from ..explanation import Explainer
 from ..perturbations import (
     PyramidInterpolator,
     SmoothMaskGenerator,
@@ -32,6 +33,7 @@ from ..perturbations import (
     upsample_mask,
     vecsort_area_loss,
 )
+from .registry import register
 
 __all__ = ["ExtremalPerturbation", "MeaningfulPerturbation", "smallest_sufficient_area", "SufficientArea",
            "check_areas", "POINTING_AREAS"]

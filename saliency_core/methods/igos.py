@@ -42,8 +42,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..explanation import Explainer, check_choice, check_range, register
+from ..checks import check_choice, check_range
+from ..explanation import Explainer
 from ..perturbations import blur_baseline, igospp_btv, tv_norm, upsample_mask
+from .registry import register
 
 __all__ = [
     "IGOS", "IGOSPlusPlus", "noise_stream", "GRAD", "BASE", "TRIAL", "IGOS_NOISE", "IGOSPP_MODES", "IGOSPP_OUTPUTS",

@@ -36,8 +36,10 @@ import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 
-from ..explanation import Explainer, check_choice, check_range, register
+from ..checks import check_choice, check_range
+from ..explanation import Explainer
 from ..perturbations import grid_difference_matrix
+from .registry import register
 
 __all__ = [
     "structured_covariance",

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..explanation import Explainer, check_choice, check_range, register
+from ..checks import check_choice, check_range
+from ..explanation import Explainer
+from .registry import register
 
 __all__ = ["RISE", "RISETorchRay", "rise_masks"]
 

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..explanation import check_choice
+from ..checks import check_choice
 from ..perturbations import blur_baseline, rise_blur, upsample_mask
 from .masking import saliency_order
 

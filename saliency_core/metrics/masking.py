@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..explanation import check_choice, check_range
+from ..checks import check_choice, check_range
 
 __all__ = ["SCHEMES", "saliency_order", "rank_pixels", "n_masked", "fill_image", "masked_images", "mask_fraction"]
 

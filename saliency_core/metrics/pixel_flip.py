@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..explanation import check_range
+from ..checks import check_range
 from .masking import saliency_order
 
 __all__ = ["DEFAULT_TAUS", "flip_order", "flip_images", "pixel_flip", "pixel_flip_curve", "area_under_curve",

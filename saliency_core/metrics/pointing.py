@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..explanation import check_range
+from ..checks import check_range
 from ..perturbations import gaussian_blur
 
 __all__ = [

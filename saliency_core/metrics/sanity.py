@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..explanation import check_choice
+from ..checks import check_choice
 
 __all__ = ["randomize_layers", "randomized_copy", "cascading_randomization", "similarities", "normalize_abs",
            "normalize_signed"]

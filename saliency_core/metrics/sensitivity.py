@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..explanation import check_choice
+from ..checks import check_choice
 from .masking import fill_image, masked_images, n_masked, rank_pixels
 
 __all__ = ["parse_masking", "lor_probabilities", "lor_from_probabilities", "s_key", "s_key_table", "mean_se"]

@@ -34,13 +34,12 @@ from pathlib import Path
 
 import yaml
 
-from . import report
-from .cache import atomic_write_text
+from ..files import atomic_write_text
+from . import repo_root, report
 
 __all__ = ["MARKERS", "SYMBOLS", "write_pages", "fill_marker", "load_timings", "reproduction_map", "claims_page",
            "intro_figure", "chapter_stems", "format_seconds"]
 
-ROOT = Path(__file__).resolve().parent.parent
 PROFILES = report.PROFILES
 
 #: page (relative to ``book/``) → the marker line its generated block replaces
@@ -243,7 +242,7 @@ def _commands(profile: str, example: str) -> list[str]:
             f"- one row at the papers' settings on a GPU: {_code(gpu)} (or papermill, below)."]
 
 
-def reproduction_map(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
+def reproduction_map(stage_dir: Path, profile: str, root: Path | None = None) -> str:
     """Markdown for ``book/reproduce.md``: figure/table → notebook → profile → measured time → command.
 
     Parameters
@@ -256,7 +255,8 @@ def reproduction_map(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
         The repository whose ``_build/timings-*.json`` are read.
     """
     report.check_profile(profile)
-    stage_dir, build = Path(stage_dir), Path(root) / "_build"
+    root = Path(root) if root is not None else repo_root()
+    stage_dir, build = Path(stage_dir), root / "_build"
     stems = chapter_stems(stage_dir)
     nbs = {s: _read_nb(stage_dir / "notebooks" / f"{s}.ipynb") for s in stems}
     cores = os.cpu_count() or 1
@@ -309,7 +309,7 @@ def _counts(items: list[dict]) -> str:
     return " · ".join(f"{SYMBOLS[v]} {v}: {c[v]}" for v in report.VERDICTS)
 
 
-def claims_page(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
+def claims_page(stage_dir: Path, profile: str, root: Path | None = None) -> str:
     """Markdown for ``book/claims.md``: one table per chapter that wrote a claims file, with counts per verdict.
 
     Claims are read with :func:`saliency_core.report.load_claims` from ``$SALIENCY_RESULTS_DIR`` (when set) or
@@ -318,7 +318,7 @@ def claims_page(stage_dir: Path, profile: str, root: Path = ROOT) -> str:
     report.check_profile(profile)
     stage_dir = Path(stage_dir)
     env = os.environ.get("SALIENCY_RESULTS_DIR")
-    base = Path(env) if env else Path(root) / "_build" / "results"
+    base = Path(env) if env else (Path(root) if root is not None else repo_root()) / "_build" / "results"
     ledgers = report.load_claims(profile, base=base)
     stems = chapter_stems(stage_dir)
     where = f"`_build/results/{profile}/*.claims.json`" if not env else f"`$SALIENCY_RESULTS_DIR/{profile}`"
@@ -413,7 +413,7 @@ def intro_figure(stage_dir: Path, profile: str, out_dir: Path) -> str:
 
 # --------------------------------------------------------------------------------------------- entry point
 
-def write_pages(stage_dir: Path, profile: str, root: Path = ROOT) -> list[Path]:
+def write_pages(stage_dir: Path, profile: str, root: Path | None = None) -> list[Path]:
     """Fill the generated blocks of the staged pages (``stage_dir/book/*.md``) from ``root``'s run outputs.
 
     Parameters

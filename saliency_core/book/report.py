@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_write_text
+from ..files import atomic_write_text
+from . import repo_root
 
 __all__ = ["VERDICTS", "Claim", "claims", "verdict", "results_dir", "load_claims"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 PROFILES = ("smoke", "book", "paper")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,10 @@ def verdict(holds: bool, partly: bool = False) -> str:
 
 
 def results_dir(profile: str) -> Path:
-    """``$SALIENCY_RESULTS_DIR/<profile>`` (default ``<repo>/_build/results/<profile>``)."""
-    base = Path(os.environ.get("SALIENCY_RESULTS_DIR", ROOT / "_build" / "results"))
+    """``$SALIENCY_RESULTS_DIR/<profile>`` (default ``<repo>/_build/results/<profile>``, or under the current
+    folder outside a repository)."""
+    env = os.environ.get("SALIENCY_RESULTS_DIR")
+    base = Path(env) if env else (repo_root(strict=False) or Path.cwd()) / "_build" / "results"
     return base / profile
 
 
