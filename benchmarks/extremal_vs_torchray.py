@@ -77,7 +77,7 @@ def main() -> None:
         model_pass()
 
     # -- ours ---------------------------------------------------------------------------------
-    ep = ExtremalPerturbation(clf, areas=tuple(args.areas), max_iter=args.iters)
+    ep = ExtremalPerturbation(clf, areas=tuple(args.areas), iterations=args.iters)
     t0, c0 = time.perf_counter(), time.process_time()
     ours = ep.explain(x, target)
     t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
@@ -125,7 +125,7 @@ def main() -> None:
         """Our (K, H·W) masks for x·(1 + 1e-7·N(0, 1)): what rounding alone changes."""
         gen = torch.Generator().manual_seed(1)
         xp = x * (1 + 1e-7 * torch.randn(x.shape, generator=gen))
-        run = ExtremalPerturbation(clf, areas=tuple(args.areas), max_iter=iters)
+        run = ExtremalPerturbation(clf, areas=tuple(args.areas), iterations=iters)
         return run.explain(xp, target).extras["masks"].numpy().reshape(k, -1)
 
     def corr_rows(a, b) -> list[float]:
@@ -157,7 +157,7 @@ def main() -> None:
         if h == args.iters:
             c_tr_h, c_fl_h = corr, floor
         else:
-            mine_h = ExtremalPerturbation(clf, areas=tuple(args.areas), max_iter=h).explain(x, target)
+            mine_h = ExtremalPerturbation(clf, areas=tuple(args.areas), iterations=h).explain(x, target)
             mine_h = mine_h.extras["masks"].numpy().reshape(k, -1)
             c_tr_h = float(np.mean(corr_rows(torchray(h)[0], mine_h))) if extremal_perturbation else float("nan")
             c_fl_h = float(np.mean(corr_rows(perturbed(h), mine_h)))

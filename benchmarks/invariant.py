@@ -54,8 +54,8 @@ def main() -> None:
 
     per_step = {}
     for m in (8, 32):
-        get_explainer("invariant_stochastic", clf, M=m, iterations=1).explain(x)  # warm-up
-        e = get_explainer("invariant_stochastic", clf, M=m, iterations=args.steps).explain(x)
+        get_explainer("invariant_stochastic", clf, n_draws=m, iterations=1).explain(x)  # warm-up
+        e = get_explainer("invariant_stochastic", clf, n_draws=m, iterations=args.steps).explain(x)
         s = e.seconds / args.steps
         bare = bare_step(clf, x, m, max(3, args.steps // 2))
         per_step[m] = (s, bare)
@@ -75,7 +75,7 @@ def main() -> None:
     print(f"LP rows {A.shape[0]} x vars {2 * A.shape[1] + 1}; gradient ({n_cls} classes, batched) "
           f"{rows['grad_s']:.1f} s; build {rows['build_s']:.2f} s")
     solve = {}
-    for solver in ("HIGHS", "scipy", "CLARABEL"):
+    for solver in ("cvxpy-highs", "highs", "clarabel"):
         t0 = time.perf_counter()
         sol = solve_invariance_lp(A, B, rhs, 0.1, 1e-4 * 2 * A.shape[1], solver)
         solve[solver] = time.perf_counter() - t0
@@ -83,7 +83,7 @@ def main() -> None:
               f"objective {sol['objective']:.4f}, r {sol['r']:.3f}")
     per_class = rows["grad_s"] / n_cls
     grad_all = per_class * 1000  # measured when --lp-classes is None, else extrapolated linearly
-    lp_s = grad_all + rows["build_s"] + solve["scipy"]  # the default solver
+    lp_s = grad_all + rows["build_s"] + solve["highs"]  # the default solver
     sm = get_explainer("invariant_lp_smooth", clf, classes=args.smooth_classes).explain(x)
     ex = sm.extras
     print(f"LP(Smooth) with {args.smooth_classes} classes x 11 points: gradient {ex['grad_s']:.1f} s, build "
@@ -104,7 +104,7 @@ def main() -> None:
     table += [{"kind": "lp_solver", "method": "invariant_lp", "solver": k, "solve_s": v} for k, v in solve.items()]
     metrics = {"stochastic_s_per_image": book_s, "lp_s_per_image": lp_s, "overhead_ratio": ratio,
                "stochastic_paper_s_per_image": paper_s, "overhead_ratio_m32": per_step[32][0] / per_step[32][1],
-               "lp_grad_s": grad_all, "lp_build_s": rows["build_s"], "lp_solve_s": solve["scipy"],
+               "lp_grad_s": grad_all, "lp_build_s": rows["build_s"], "lp_solve_s": solve["highs"],
                "lp_classes_measured": n_cls, "smooth_grad_s_all_classes": per_class * 11000}
     record("invariant", metrics, extra={"steps": args.steps, "smooth_classes": args.smooth_classes,
                                         "lp_rows": int(A.shape[0]),

@@ -26,7 +26,7 @@ def box64():
 @pytest.fixture(scope="module")
 def box_run(box64):
     clf, x = box64
-    ep = ExtremalPerturbation(clf, areas=(0.2, 0.5), max_iter=250, lambda_growth=1.01, area_on="crop", **SMALL)
+    ep = ExtremalPerturbation(clf, areas=(0.2, 0.5), iterations=250, lambda_growth=1.01, area_on="crop", **SMALL)
     return ep.explain(x, 3)
 
 
@@ -51,28 +51,28 @@ def test_all_areas_in_one_batch_and_pass_counts(box_run):
 
 def test_dual_and_delete_batch_together(box64):
     clf, x = box64
-    e = ExtremalPerturbation(clf, areas=(0.2,), variant="dual", max_iter=3, **SMALL).explain(x, 3)
+    e = ExtremalPerturbation(clf, areas=(0.2,), variant="dual", iterations=3, **SMALL).explain(x, 3)
     assert e.n_forward_calls == 3 + 2 and e.n_forward == 2 * 3 + 2 + 1
     r = e.extras["history"]["reward"][-1]
     assert float(r[0]) <= float(e.extras["clean_score"]) + 1e-4
-    d = ExtremalPerturbation(clf, areas=(0.2,), variant="delete", max_iter=3, **SMALL).explain(x, 3)
+    d = ExtremalPerturbation(clf, areas=(0.2,), variant="delete", iterations=3, **SMALL).explain(x, 3)
     assert d.map.shape == (S, S)
 
 
 def test_chunked_batch_matches_single_batch(box64):
     clf, x = box64
-    a = ExtremalPerturbation(clf, areas=(0.2, 0.4), max_iter=10, **SMALL).explain(x, 3)
-    b = ExtremalPerturbation(clf, areas=(0.2, 0.4), max_iter=10, batch_size=1, **SMALL).explain(x, 3)
+    a = ExtremalPerturbation(clf, areas=(0.2, 0.4), iterations=10, **SMALL).explain(x, 3)
+    b = ExtremalPerturbation(clf, areas=(0.2, 0.4), iterations=10, batch_size=1, **SMALL).explain(x, 3)
     torch.testing.assert_close(a.map, b.map, atol=1e-5, rtol=0)
     assert b.n_forward_calls == 2 * 10 + 4 + 1
 
 
 def test_deterministic_with_seed_and_registry(box64):
     clf, x = box64
-    e1 = get_explainer("extremal_perturbation", clf, areas=(0.1,), max_iter=8, seed=3, **SMALL).explain(x, 3)
-    e2 = get_explainer("extremal_perturbation", clf, areas=(0.1,), max_iter=8, seed=3, **SMALL).explain(x, 3)
+    e1 = get_explainer("extremal_perturbation", clf, areas=(0.1,), iterations=8, seed=3, **SMALL).explain(x, 3)
+    e2 = get_explainer("extremal_perturbation", clf, areas=(0.1,), iterations=8, seed=3, **SMALL).explain(x, 3)
     assert torch.equal(e1.map, e2.map)
-    assert e1.settings["areas"] == (0.1,) and e1.settings["area_on"] == "padded" and e1.settings["max_iter"] == 8
+    assert e1.settings["areas"] == (0.1,) and e1.settings["area_on"] == "padded" and e1.settings["iterations"] == 8
 
 
 @pytest.mark.parametrize("areas", [(), (0.0,), (1.0,), (-0.1,), (0.1, 1.5), 0.0, "abc", None])
@@ -81,7 +81,7 @@ def test_bad_areas_raise_clear_error(box_classifier, areas):
         ExtremalPerturbation(box_classifier, areas=areas)
 
 
-@pytest.mark.parametrize("kw", [dict(variant="both"), dict(reward="prob"), dict(area_on="image"), dict(max_iter=0),
+@pytest.mark.parametrize("kw", [dict(variant="both"), dict(reward="prob"), dict(area_on="image"), dict(iterations=0),
                                 dict(perturbation="noise"), dict(combine="max"), dict(lr=0.0)])
 def test_bad_options_raise(box_classifier, kw):
     with pytest.raises(ValueError, match="accepted values"):
@@ -94,21 +94,21 @@ def test_model_not_mutated(linear_classifier):
     before = clf.state_fingerprint()
     assert any(before[1])
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    ExtremalPerturbation(clf, areas=(0.2,), max_iter=3, step=1, sigma=3.0, max_blur=3.0).explain(x, 1)
-    MeaningfulPerturbation(clf, max_iter=3, mask_size=8, blur_sigma=3.0).explain(x, 1)
+    ExtremalPerturbation(clf, areas=(0.2,), iterations=3, step=1, sigma=3.0, max_blur=3.0).explain(x, 1)
+    MeaningfulPerturbation(clf, iterations=3, mask_size=8, blur_sigma=3.0).explain(x, 1)
     assert clf.state_fingerprint() == before
 
 
 def test_fade_pixel_and_smooth_options(box64):
     clf, x = box64
-    e = ExtremalPerturbation(clf, areas=(0.2,), max_iter=3, perturbation="fade", parametrization="pixel",
+    e = ExtremalPerturbation(clf, areas=(0.2,), iterations=3, perturbation="fade", parametrization="pixel",
                              smooth=0.09, **SMALL).explain(x, 3)
     assert e.extras["params"].shape == (1, S, S) and e.map.shape == (S, S)
 
 
 def test_smallest_sufficient_area_sweep_bisection_and_cache(box64):
     clf, x = box64
-    ep = ExtremalPerturbation(clf, max_iter=60, lambda_growth=1.03, area_on="crop", **SMALL)
+    ep = ExtremalPerturbation(clf, iterations=60, lambda_growth=1.03, area_on="crop", **SMALL)
     cache: dict = {}
     r = smallest_sufficient_area(ep, x, 3, tau=0.8, areas=(0.05, 0.2, 0.6), rounds=1, cache=cache, image_id="box")
     assert r.n_optimised == 4  # 3 sweep areas in one batch + 1 bisection probe
@@ -121,7 +121,7 @@ def test_smallest_sufficient_area_sweep_bisection_and_cache(box64):
 
 def test_meaningful_perturbation_finds_box(box64):
     clf, x = box64
-    e = MeaningfulPerturbation(clf, max_iter=60, mask_size=16, blur_sigma=6.0, jitter=1, score="logit",
+    e = MeaningfulPerturbation(clf, iterations=60, mask_size=16, blur_sigma=6.0, jitter=1, response="logit",
                                l1=0.5).explain(x, 3)
     sal = e.map
     assert float(sal[B0:B1, B0:B1].mean()) > float(sal.mean()) + 0.1

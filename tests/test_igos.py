@@ -52,7 +52,7 @@ def tiny():
     return clf, x, clf.top1(x)
 
 
-WEAK = {"l1": 0.1, "l2": 0.5}
+WEAK = {"l1": 0.1, "tv": 0.5}
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -60,7 +60,7 @@ def _phi(z, zb, kind, m):
     return z * m + zb * (1 - m) if kind == "del" else zb * m + z * (1 - m)
 
 
-def reference_igospp(clf, x, target, size, iterations, n, l1=1.0, l2=20.0, alpha0=1000.0, noise=0.2, seed=0,
+def reference_igospp(clf, x, target, size, iterations, n, l1=1.0, tv=20.0, alpha0=1000.0, noise=0.2, seed=0,
                      c=1e-4, decay=0.2, floor=1e-5):
     """iGOS++ written out plainly: one autograd graph per gradient, every trial point evaluated in full, one
     after the other; noise from the same per-(iteration, evaluation, term) streams; base = gradient-pass loss."""
@@ -69,7 +69,7 @@ def reference_igospp(clf, x, target, size, iterations, n, l1=1.0, l2=20.0, alpha
     terms = (("del", "x"), ("ins", "y"), ("del", "xy"), ("ins", "xy"))
 
     def reg(m):
-        return l1 * (1 - m).abs().mean() + l2 * igospp_btv(z, m).sum()
+        return l1 * (1 - m).abs().mean() + tv * igospp_btv(z, m).sum()
 
     def scores(mx, my, key):
         ups = {"x": upsample_mask(mx, hw, align_corners=True), "y": upsample_mask(my, hw, align_corners=True)}
@@ -334,7 +334,7 @@ def test_ablation_switches_change_what_they_claim(box):
     m = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert float(e1._regulariser(m)) != pytest.approx(float(e2._regulariser(m)))
     # output selection (Table 3)
-    mx = IGOSPlusPlus(clf, output="mx", **FAST).explain(x, target=3)
+    mx = IGOSPlusPlus(clf, returned_mask="mx", **FAST).explain(x, target=3)
     torch.testing.assert_close(mx.extras["mask"], base.extras["mask_x"])
     torch.testing.assert_close(base.extras["mask"], base.extras["mask_x"] * base.extras["mask_y"])
 
@@ -390,7 +390,7 @@ def test_determinism_and_model_not_mutated(box):
     assert a.settings == b.settings  # batch_size, ls_batch and ls_bounds are runtime arguments
 
 
-@pytest.mark.parametrize("kw,msg", [({"mode": "both"}, "mode="), ({"output": "m"}, "output="),
+@pytest.mark.parametrize("kw,msg", [({"mode": "both"}, "mode="), ({"returned_mask": "m"}, "returned_mask="),
                                     ({"igos_noise": "red"}, "igos_noise="), ({"size": 0}, "size="),
                                     ({"ls_decay": 1.5}, "ls_decay="), ({"ls_batch": 0}, "ls_batch="),
                                     ({"ls_bounds": "yes"}, "ls_bounds=")])

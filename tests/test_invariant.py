@@ -45,7 +45,7 @@ X_TOY = torch.full((1, 3, 2, 2), 0.5)  # margin f_0 − f_1 = 0.5·(1 − 2 + 0.
 
 
 # ------------------------------------------------------------------------------------------------ LP
-@pytest.mark.parametrize("solver", ["HIGHS", "scipy", "CLARABEL"])
+@pytest.mark.parametrize("solver", ["cvxpy-highs", "highs", "clarabel"])
 @pytest.mark.parametrize(
     "slack, expected",
     [
@@ -60,7 +60,7 @@ def test_lp_matches_hand_derived_optimum(toy, solver, slack, expected):
     e = LPInvariantPerturbation(toy, delta=0.1, slack=slack, patch=1, solver=solver).explain(X_TOY)
     assert e.target == 0
     u, v = e.extras["u"], e.extras["v"]
-    tol = 1e-6 if solver != "CLARABEL" else 1e-4
+    tol = 1e-6 if solver != "clarabel" else 1e-4
     assert float(u[0, 0, 1]) == pytest.approx(expected["u01"], abs=tol)
     assert float(v[0, 0, 0]) == pytest.approx(expected["v00"], abs=tol)
     assert float(v[0, 1, 0]) == pytest.approx(expected["v10"], abs=tol)
@@ -78,7 +78,7 @@ def test_lp_presolve_drops_only_redundant_rows():
     A = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).numpy()
     B = torch.tensor([[0.0, 1.0], [1.0, 1.0]]).numpy()
     rhs = torch.tensor([0.05, 5.0]).double().numpy()  # row 2 can never be active in the 0.1-box
-    sol = solve_invariance_lp(A, B, rhs, 0.1, 10.0, "HIGHS")
+    sol = solve_invariance_lp(A, B, rhs, 0.1, 10.0, "cvxpy-highs")
     assert sol["rows_kept"] == 1
     assert sol["u"].sum() + sol["v"].sum() == pytest.approx(0.1 + 0.1 + 0.05)
 
@@ -131,7 +131,7 @@ def test_stochastic_box_keeps_class_on_linear_model():
     clf, x = _linear_setup()
     fp = clf.state_fingerprint()
     # the penalty only approximately enforces the constraint: a large ρ keeps the class on ~all draws
-    e = StochasticInvariantPerturbation(clf, M=32, iterations=300, output="logit", penalty=1e4).explain(x)
+    e = StochasticInvariantPerturbation(clf, n_draws=32, iterations=300, response="logit", penalty=1e4).explain(x)
     assert clf.state_fingerprint() == fp
     c = e.target
     w = e.extras["w"]
@@ -140,7 +140,7 @@ def test_stochastic_box_keeps_class_on_linear_model():
     lo, hi = box_from_explanation(e)
     rate = invariance_rate(clf, x, c, lo, hi, n_samples=2000, seed=1)
     assert rate >= 0.99
-    weak = StochasticInvariantPerturbation(clf, M=32, iterations=300, output="logit", penalty=100.0).explain(x)
+    weak = StochasticInvariantPerturbation(clf, n_draws=32, iterations=300, response="logit", penalty=100.0).explain(x)
     lo_w, hi_w = box_from_explanation(weak)
     assert float(weak.extras["w"].mean()) > float(w.mean())  # weaker penalty: bigger box ...
     assert invariance_rate(clf, x, c, lo_w, hi_w, n_samples=2000, seed=1) < rate  # ... that leaks more
@@ -156,7 +156,7 @@ def test_stochastic_box_keeps_class_on_linear_model():
 
 def test_stochastic_deterministic_and_seeded():
     clf, x = _linear_setup()
-    kw = {"M": 4, "iterations": 80, "output": "logit"}  # the hinge activates after ~20 steps (w = 0.2)
+    kw = {"n_draws": 4, "iterations": 80, "response": "logit"}  # the hinge activates after ~20 steps (w = 0.2)
     a = StochasticInvariantPerturbation(clf, seed=0, **kw).explain(x).map
     b = StochasticInvariantPerturbation(clf, seed=0, **kw).explain(x).map
     c = StochasticInvariantPerturbation(clf, seed=1, **kw).explain(x).map
@@ -166,7 +166,7 @@ def test_stochastic_deterministic_and_seeded():
 
 def test_stochastic_patch_sharing():
     clf, x = _linear_setup()
-    e = StochasticInvariantPerturbation(clf, M=4, iterations=10, patch=4).explain(x)
+    e = StochasticInvariantPerturbation(clf, n_draws=4, iterations=10, patch=4).explain(x)
     w = e.extras["w"]
     assert torch.equal(w, w[:, ::4, ::4].repeat_interleave(4, 1).repeat_interleave(4, 2))
 
@@ -182,11 +182,11 @@ def test_lp_vs_stochastic_invariance_on_linear_model():
 
 def test_bad_inputs(linear_classifier):
     with pytest.raises(ValueError, match="accepted values"):
-        StochasticInvariantPerturbation(linear_classifier, output="softmax")
+        StochasticInvariantPerturbation(linear_classifier, response="softmax")
     with pytest.raises(ValueError, match="accepted values"):
-        StochasticInvariantPerturbation(linear_classifier, C=0.0)
+        StochasticInvariantPerturbation(linear_classifier, w_max=0.0)
     with pytest.raises(ValueError, match="accepted values"):
-        StochasticInvariantPerturbation(linear_classifier, M=0)
+        StochasticInvariantPerturbation(linear_classifier, n_draws=0)
     with pytest.raises(ValueError, match="accepted values"):
         LPInvariantPerturbation(linear_classifier, lp_rhs="paper")
     with pytest.raises(ValueError, match="accepted values"):

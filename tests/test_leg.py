@@ -131,7 +131,7 @@ def test_leg_recovers_linear_model_gradient(linear_classifier):
     truth = W.view(3, 8, 4, 8, 4).sum((2, 4)).double()
     errs = []
     for n in (100, 3000):
-        ex = get_explainer("leg", clf, n_samples=n, grid=8, sigma=0.05, output="logit", seed=0).explain(x, 1)
+        ex = get_explainer("leg", clf, n_samples=n, grid=8, sigma=0.05, response="logit", seed=0).explain(x, 1)
         errs.append(float((ex.extras["leg"].double() - truth).norm() / truth.norm()))
         assert ex.n_forward == 3 * n + 1
     assert errs[1] < errs[0] / 3 and errs[1] < 0.2

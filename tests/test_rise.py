@@ -49,10 +49,10 @@ def test_torchray_preset_and_bad_arguments():
     clf = make_classifier(BoxMeanNet(scale=3.0), size=32)
     e = get_explainer("rise_torchray", clf, n_masks=64)
     s = e.settings()
-    assert (s["cells"], s["p1"], s["score"], s["normalise"], s["mask_style"]) == (7, 0.5, "sigmoid", "n", "torchray")
+    assert (s["cells"], s["p1"], s["response"], s["normalize"], s["mask_style"]) == (7, 0.5, "sigmoid", "n", "torchray")
     assert get_explainer("rise", clf).settings()["n_masks"] == 6000
     assert e.explain(X, 3).map.shape == (32, 32)
     with pytest.raises(ValueError, match="p1="):
         RISE(clf, p1=0.0)
-    with pytest.raises(ValueError, match="score="):
-        RISE(clf, score="logit")
+    with pytest.raises(ValueError, match="response="):
+        RISE(clf, response="logit")

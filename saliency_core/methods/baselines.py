@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_range
+from ..checks import check_bool, check_choice, check_int, check_range
 from ..explanation import Explainer
 from .registry import register
 
@@ -106,7 +106,7 @@ class SmoothGrad(_CaptumExplainer):
     def __init__(self, model, reduce: str = "abs_max", n_samples: int = 50, noise: float = 0.15,
                  seed: int = 0, batch_size: int = 25) -> None:
         super().__init__(model, reduce)
-        self.n_samples = int(check_range("n_samples", n_samples, 1))
+        self.n_samples = check_int("n_samples", n_samples, 1)
         self.noise = check_range("noise", noise, 0.0)
         self.seed = seed
         self.batch_size = batch_size
@@ -130,7 +130,7 @@ class IntegratedGradients(_CaptumExplainer):
     def __init__(self, model, reduce: str = "abs_max", n_steps: int = 50, baseline: str = "black",
                  batch_size: int = 25) -> None:
         super().__init__(model, reduce)
-        self.n_steps = int(check_range("n_steps", n_steps, 1))
+        self.n_steps = check_int("n_steps", n_steps, 1)
         self.baseline = check_choice("baseline", baseline, ("black", "mean", "blur"))
         self.batch_size = batch_size
 
@@ -208,12 +208,13 @@ class Occlusion(_CaptumExplainer):
     def __init__(self, model, reduce: str = "abs_max", window: tuple[int, int, int] = (3, 12, 12),
                  stride: tuple[int, int, int] | None = None, fill: float = 0.5, batch_size: int = 64) -> None:
         super().__init__(model, reduce)
-        self.window = tuple(int(w) for w in window)
+        self.window = tuple(check_int(f"window[{i}]", w, 1) for i, w in enumerate(window))
         if len(self.window) == 3 and self.window[2] == 3 and self.window[0] != 3:
             self.window = (3, self.window[0], self.window[1])  # DeepExplain's (H, W, C), e.g. (12, 12, 3)
         if len(self.window) != 3 or min(self.window) < 1:
             raise ValueError(f"window={window!r} is not valid; accepted values: (channels, height, width) >= 1")
-        self.stride = tuple(int(s) for s in stride) if stride is not None else self.window
+        self.stride = (tuple(check_int(f"stride[{i}]", s, 1) for i, s in enumerate(stride)) if stride is not None
+                       else self.window)
         self.fill = fill
         self.batch_size = batch_size
 
@@ -239,8 +240,8 @@ class GradCAM(Explainer):
         self.layer = layer if layer is not None else model.gradcam_layer
         if self.layer is None:
             raise ValueError("layer=None is not valid for this model; accepted values: a module name of model.net")
-        self.relu = relu
-        self.normalize = normalize
+        self.relu = check_bool("relu", relu)
+        self.normalize = check_bool("normalize", normalize)
 
     def _explain(self, x, target):
         from captum.attr import LayerGradCam
@@ -280,12 +281,12 @@ class _SuperpixelExplainer(Explainer):
     def __init__(self, model, n_samples: int = 1000, superpixels: str = "quickshift", n_segments: int = 50,
                  fill: str = "black", seed: int = 0, batch_size: int = 64) -> None:
         super().__init__(model)
-        self.n_samples = int(check_range("n_samples", n_samples, 1))
+        self.n_samples = check_int("n_samples", n_samples, 1, 1_000_000)
         self.superpixels = check_choice("superpixels", superpixels, ("quickshift", "slic"))
-        self.n_segments = n_segments
+        self.n_segments = check_int("n_segments", n_segments, 1)
         self.fill = check_choice("fill", fill, ("black", "white", "mean"))
-        self.seed = seed
-        self.batch_size = batch_size
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     @abc.abstractmethod
     def _algo(self):
@@ -340,7 +341,7 @@ class Lime(_SuperpixelExplainer):
     def __init__(self, model, n_samples: int = 1000, superpixels: str = "quickshift", n_segments: int = 50,
                  fill: str = "black", seed: int = 0, top_k: int | None = None, batch_size: int = 64) -> None:
         super().__init__(model, n_samples, superpixels, n_segments, fill, seed, batch_size)
-        self.top_k = None if top_k is None else int(check_range("top_k", top_k, 1))
+        self.top_k = None if top_k is None else check_int("top_k", top_k, 1)
 
     def _algo(self):
         from captum.attr import Lime as _Lime

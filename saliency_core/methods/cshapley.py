@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_range
+from ..checks import check_choice, check_int
 from ..explanation import Explainer
 from .registry import register
 
@@ -57,18 +57,18 @@ class CShapley(Explainer):
         Radii 0 .. max_order − 1 (8 → 6,272 evaluations at 224²).
     kernel : {"leg", "shap"}
         Regression weight (official variant or the Shapley kernel).
-    background : {"mean", "black"}
+    fill : {"mean", "black"}
         Fill of removed cells (official: the image's mean RGB).
     """
 
-    def __init__(self, model, cell: int = 8, max_order: int = 8, kernel: str = "leg", background: str = "mean",
+    def __init__(self, model, cell: int = 8, max_order: int = 8, kernel: str = "leg", fill: str = "mean",
                  batch_size: int = 64) -> None:
         super().__init__(model)
-        self.cell = int(check_range("cell", cell, 1))
-        self.max_order = int(check_range("max_order", max_order, 1))
+        self.cell = check_int("cell", cell, 1)
+        self.max_order = check_int("max_order", max_order, 1)
         self.kernel = check_choice("kernel", kernel, ("leg", "shap"))
-        self.background = check_choice("background", background, ("mean", "black"))
-        self.batch_size = int(check_range("batch_size", batch_size, 1))
+        self.fill = check_choice("fill", fill, ("mean", "black"))
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     def _explain(self, x, target):
         h, w = x.shape[-2:]
@@ -77,7 +77,7 @@ class CShapley(Explainer):
                              "square image's side")
         n = h // self.cell
         masks = diamond_coalitions(n, self.max_order)
-        fill = x.mean(dim=(2, 3), keepdim=True) if self.background == "mean" else torch.zeros_like(x[:, :, :1, :1])
+        fill = x.mean(dim=(2, 3), keepdim=True) if self.fill == "mean" else torch.zeros_like(x[:, :, :1, :1])
         ys = []
         for i in range(0, masks.shape[0], self.batch_size):
             m = masks[i : i + self.batch_size].to(x.device)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..checks import check_choice, check_range
+from ..checks import check_bool, check_choice, check_int, check_optional_int, check_range
 from ..explanation import Explainer
 from ..perturbations import (
     PyramidInterpolator,
@@ -81,7 +81,7 @@ class ExtremalPerturbation(Explainer):
     variant : ``"preserve"`` (maximise Φ(m ⊗ x)), ``"delete"`` (minimise Φ((1−m) ⊗ x); m marks the deleted
         region), ``"dual"`` (both, in the same batch).
     reward : ``"simple"`` (target logit) or ``"contrastive"`` (target logit − best other logit).
-    max_iter, lr, momentum, dampening : SGD on the mask parameters (800, 0.01, 0.9, 0.9).
+    iterations, lr, momentum, dampening : SGD on the mask parameters (800, 0.01, 0.9, 0.9).
     lambda0, lambda_growth : area weight λ_t = λ₀·g^t (300, 1.0035).
     jitter : flip the perturbed batch horizontally on even iterations (deterministic, as the official code).
     perturbation : ``"blur"`` (8-level pyramid, σ_max 20) or ``"fade"`` (to the mean colour).
@@ -113,7 +113,7 @@ class ExtremalPerturbation(Explainer):
         areas: Sequence[float] = (0.1,),
         variant: str = "preserve",
         reward: str = "simple",
-        max_iter: int = 800,
+        iterations: int = 800,
         lr: float = 0.01,
         momentum: float = 0.9,
         dampening: float = 0.9,
@@ -138,32 +138,26 @@ class ExtremalPerturbation(Explainer):
         self.areas = check_areas(areas)
         self.variant = check_choice("variant", variant, ("preserve", "delete", "dual"))
         self.reward = check_choice("reward", reward, ("simple", "contrastive"))
-        if int(max_iter) != max_iter or max_iter < 1:
-            raise ValueError(f"max_iter={max_iter!r} is not valid; accepted values: an int >= 1")
-        self.max_iter = int(max_iter)
+        self.iterations = check_int("iterations", iterations, 1, 100_000)
         self.lr = check_range("lr", lr, 0.0, low_inclusive=False)
         self.momentum = check_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
         self.dampening = check_range("dampening", dampening, 0.0, 1.0)
         self.lambda0 = check_range("lambda0", lambda0, 0.0)
         self.lambda_growth = check_range("lambda_growth", lambda_growth, 0.0, low_inclusive=False)
-        self.jitter = bool(jitter)
+        self.jitter = check_bool("jitter", jitter)
         self.perturbation = check_choice("perturbation", perturbation, ("blur", "fade"))
-        if int(levels) != levels or levels < 2:
-            raise ValueError(f"levels={levels!r} is not valid; accepted values: an int >= 2")
-        self.levels = int(levels)
+        self.levels = check_int("levels", levels, 2)
         self.max_blur = check_range("max_blur", max_blur, 0.0)
         self.pad = check_choice("pad", pad, ("zeros", "reflect", "replicate"))
-        self.step = int(step)
+        self.step = check_int("step", step, 1)
         self.sigma = check_range("sigma", sigma, 0.0, low_inclusive=False)
         self.coldness = check_range("coldness", coldness, 0.0, low_inclusive=False)
         self.parametrization = check_choice("parametrization", parametrization, ("smooth", "pixel"))
         self.smooth = check_range("smooth", smooth, 0.0)
         self.area_on = check_choice("area_on", area_on, ("padded", "crop"))
         self.combine = check_choice("combine", combine, ("sum", "first"))
-        self.seed = int(seed)
-        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-            raise ValueError(f"batch_size={batch_size!r} is not valid; accepted values: None or an int >= 1")
-        self.batch_size = batch_size
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_optional_int("batch_size", batch_size, 1)
 
     # ------------------------------------------------------------------------------------------
     def _pyramid(self, z: torch.Tensor) -> torch.Tensor:
@@ -225,7 +219,7 @@ class ExtremalPerturbation(Explainer):
         hist_e, hist_r, hist_a, hist_l = [], [], [], []
         lam = float(self.lambda0)
         crop = None
-        for t in range(self.max_iter):
+        for t in range(self.iterations):
             opt.zero_grad(set_to_none=False)
             full, crop = self._masks(gen, params)
             # rewards: chunked forward + backward into the mask graph (the model is the cost)
@@ -419,25 +413,19 @@ class MeaningfulPerturbation(Explainer):
     """
 
     def __init__(self, model, l1: float = 1e-4, tv: float = 1e-2, tv_beta: float = 3.0, blur_sigma: float = 10.0,
-                 mask_size: int = 28, lr: float = 0.1, max_iter: int = 500, jitter: int = 4, score: str = "prob",
+                 mask_size: int = 28, lr: float = 0.1, iterations: int = 500, jitter: int = 4, response: str = "prob",
                  seed: int = 0) -> None:
         super().__init__(model)
         self.l1 = check_range("l1", l1, 0.0)
         self.tv = check_range("tv", tv, 0.0)
         self.tv_beta = check_range("tv_beta", tv_beta, 0.0, low_inclusive=False)
         self.blur_sigma = check_range("blur_sigma", blur_sigma, 0.0, low_inclusive=False)
-        if int(mask_size) != mask_size or mask_size < 2:
-            raise ValueError(f"mask_size={mask_size!r} is not valid; accepted values: an int >= 2")
-        self.mask_size = int(mask_size)
+        self.mask_size = check_int("mask_size", mask_size, 2)
         self.lr = check_range("lr", lr, 0.0, low_inclusive=False)
-        if int(max_iter) != max_iter or max_iter < 1:
-            raise ValueError(f"max_iter={max_iter!r} is not valid; accepted values: an int >= 1")
-        self.max_iter = int(max_iter)
-        if int(jitter) != jitter or jitter < 0:
-            raise ValueError(f"jitter={jitter!r} is not valid; accepted values: an int >= 0")
-        self.jitter = int(jitter)
-        self.score = check_choice("score", score, ("prob", "logit"))
-        self.seed = int(seed)
+        self.iterations = check_int("iterations", iterations, 1, 100_000)
+        self.jitter = check_int("jitter", jitter, 0)
+        self.response = check_choice("response", response, ("prob", "logit"))
+        self.seed = check_int("seed", seed, 0)
 
     def _explain(self, x, target):
         h, w = x.shape[-2:]
@@ -450,7 +438,7 @@ class MeaningfulPerturbation(Explainer):
         opt = torch.optim.Adam([params], lr=self.lr)
         hist_s, hist_l = [], []
         j = self.jitter
-        for _ in range(self.max_iter):
+        for _ in range(self.iterations):
             opt.zero_grad()
             m = upsample_mask(params, (h, w), align_corners=False)
             xin = interp(m)
@@ -458,7 +446,7 @@ class MeaningfulPerturbation(Explainer):
                 dy, dx = (int(v) for v in torch.randint(-j, j + 1, (2,), generator=gen))
                 xin = torch.roll(xin, shifts=(dy, dx), dims=(2, 3))
             out = self.model.net(xin)
-            s = out.softmax(1)[:, target] if self.score == "prob" else out[:, target]
+            s = out.softmax(1)[:, target] if self.response == "prob" else out[:, target]
             loss = self.l1 * (1 - params).abs().sum() + self.tv * tv_norm(params, self.tv_beta, "sum").sum() + s.sum()
             loss.backward()
             opt.step()
@@ -469,7 +457,7 @@ class MeaningfulPerturbation(Explainer):
         with torch.no_grad():
             m = upsample_mask(params, (h, w), align_corners=False)
             out = self.model.net(interp(m))
-            final = out.softmax(1)[0, target] if self.score == "prob" else out[0, target]
+            final = out.softmax(1)[0, target] if self.response == "prob" else out[0, target]
         sal = 1.0 - m[0, 0]
         return sal, {"mask": m[0, 0].cpu(), "params": params.detach()[0, 0].cpu(), "final_score": float(final),
                      "history": {"score": torch.tensor(hist_s), "loss": torch.tensor(hist_l)}}

@@ -27,7 +27,7 @@ bilinearly with ``align_corners=True`` and composed as φ(I, Ĩ, M) = I·M + Ĩ�
   non-integrated line-search loss, adaptive L1); ``variant="igos_pp"`` = the IGOS_pp repository's I-GOS
   (α₀ 1000, noisy integrated line-search loss, no adaptive L1).
 * iGOS++: deletion mask Mx and insertion mask My, loss del(Mx) − ins(My) + del(Mxy) − ins(Mxy) + R(Mx⊙My),
-  where the joint terms use up(Mx)⊙up(My) as the official code does, R = l1·mean|1 − M| + l2·BTV(M) with
+  where the joint terms use up(Mx)⊙up(My) as the official code does, R = l1·mean|1 − M| + tv·BTV(M) with
   BTV = ½[TV₂(M) + bilateral TV₂(up(M))]; the direction is ½∇(deletion/insertion terms) + ∇R and one step
   size is shared by both masks (protocols.md §4.3).
 
@@ -48,12 +48,12 @@ from ..perturbations import blur_baseline, igospp_btv, tv_norm, upsample_mask
 from .registry import register
 
 __all__ = [
-    "IGOS", "IGOSPlusPlus", "noise_stream", "GRAD", "BASE", "TRIAL", "IGOS_NOISE", "IGOSPP_MODES", "IGOSPP_OUTPUTS",
+    "IGOS", "IGOSPlusPlus", "noise_stream", "GRAD", "BASE", "TRIAL", "IGOS_NOISE", "IGOSPP_MODES", "IGOSPP_MASKS",
 ]
 
 IGOS_NOISE = ("all", "official")
 IGOSPP_MODES = ("bilateral", "insertion", "naive", "deletion")
-IGOSPP_OUTPUTS = ("mxy", "mx", "my")
+IGOSPP_MASKS = ("mxy", "mx", "my")
 
 #: evaluation kinds that key the noise streams
 GRAD, BASE, TRIAL = 0, 1, 2
@@ -368,11 +368,12 @@ class _IntegratedMaskOptimizer(Explainer):
             m = masks[k] if m is None else m * masks[k]
         return m
 
-    def _finish(self, x: torch.Tensor, masks: dict, hist: dict, output: str = "mxy") -> tuple[torch.Tensor, dict]:
+    def _finish(self, x: torch.Tensor, masks: dict, hist: dict,
+                returned_mask: str = "mxy") -> tuple[torch.Tensor, dict]:
         m_out = self._out_mask(masks)
         mx = masks.get("x", m_out)
         my = masks.get("y", m_out)
-        chosen = {"mxy": m_out, "mx": mx, "my": my}[output]
+        chosen = {"mxy": m_out, "mx": mx, "my": my}[returned_mask]
         up = upsample_mask(chosen, tuple(x.shape[-2:]), align_corners=True)[0, 0]
         extras: dict[str, Any] = {
             "mask": chosen[0, 0].cpu(),
@@ -508,8 +509,9 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
     ----------
     size, iterations, ig_steps : int
         Mask resolution (224 / 28 / 7), iterations and IG points (15 / 20).
-    l1, l2 : float
-        Weights of mean|1 − Mxy| and of the smoothness term on Mxy (1 / 20; the README preset is 10 / 20).
+    l1, tv : float
+        Weights of mean|1 − Mxy| and of the smoothness term (BTV) on Mxy (the official ``L1`` / ``L2``: 1 / 20; the
+        README preset is 10 / 20).
     alpha0 : float
         First trial step of the line search (1000).
     noise, igos_noise : float, {"all", "official"}
@@ -526,7 +528,7 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         ``line_search=False`` is the "fixed step size" ablation.
     ls_c, ls_decay, ls_floor, ls_batch, ls_bounds, ls_common_noise, ls_fresh_base :
         Line search (see :class:`IGOS`).
-    output : {"mxy", "mx", "my"}
+    returned_mask : {"mxy", "mx", "my"}
         Which mask becomes the map (Table 3).
     reproduce_cli_swap : bool
         The official CLI's swapped iterations / IG points.
@@ -543,7 +545,7 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         iterations: int = 15,
         ig_steps: int = 20,
         l1: float = 1.0,
-        l2: float = 20.0,
+        tv: float = 20.0,
         alpha0: float = 1000.0,
         noise: float = 0.2,
         igos_noise: str = "all",
@@ -559,23 +561,24 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         ls_bounds: bool = True,
         ls_common_noise: bool = False,
         ls_fresh_base: bool = False,
-        output: str = "mxy",
+        returned_mask: str = "mxy",
         reproduce_cli_swap: bool = False,
         seed: int = 0,
         batch_size: int = 16,
     ) -> None:
         super().__init__(model)
         self.size, self.iterations, self.ig_steps = size, iterations, ig_steps
-        self.l1, self.l2, self.alpha0, self.noise, self.igos_noise = l1, l2, alpha0, noise, igos_noise
+        self.l1, self.tv, self.alpha0, self.noise, self.igos_noise = l1, tv, alpha0, noise, igos_noise
         self.btv_sigma, self.mode, self.btv = btv_sigma, mode, btv
         self.line_search, self.fixed_step = line_search, fixed_step
         self.ls_c, self.ls_decay, self.ls_floor, self.ls_batch = ls_c, ls_decay, ls_floor, ls_batch
         self.ls_bounds, self.ls_common_noise, self.ls_fresh_base = ls_bounds, ls_common_noise, ls_fresh_base
-        self.output, self.reproduce_cli_swap, self.seed, self.batch_size = output, reproduce_cli_swap, seed, batch_size
+        self.returned_mask, self.reproduce_cli_swap = returned_mask, reproduce_cli_swap
+        self.seed, self.batch_size = seed, batch_size
         self._common_checks()
         check_choice("mode", mode, IGOSPP_MODES)
-        check_choice("output", output, IGOSPP_OUTPUTS)
-        check_range("l2", l2, 0.0)
+        check_choice("returned_mask", returned_mask, IGOSPP_MASKS)
+        check_range("tv", tv, 0.0)
         check_range("alpha0", alpha0, 0.0, low_inclusive=False)
         check_range("btv_sigma", btv_sigma, 0.0, low_inclusive=False)
         if mode == "bilateral":
@@ -592,11 +595,11 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
             self._masks = ("x",)
 
     def _regulariser(self, m: torch.Tensor) -> torch.Tensor:
-        """l1·mean|1 − M| + l2·BTV(M) (or plain TV₂ with ``btv=False``) on the output mask."""
+        """l1·mean|1 − M| + tv·BTV(M) (or plain TV₂ with ``btv=False``) on the output mask."""
         smooth = igospp_btv(self._z, m, sigma=self.btv_sigma) if self.btv else tv_norm(m, 2.0)
-        return self._l1 * (1.0 - m).abs().mean() + self.l2 * smooth.sum()
+        return self._l1 * (1.0 - m).abs().mean() + self.tv * smooth.sum()
 
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         out = self._run(x, target, ls_clean=False, alpha0=float(self.alpha0), adaptive_l1=False)
-        return self._finish(x, out["masks"], out["hist"], self.output)
+        return self._finish(x, out["masks"], out["hist"], self.returned_mask)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_range
+from ..checks import check_bool, check_choice, check_int, check_optional_int, check_range
 from ..explanation import Explainer
 from .registry import register
 
@@ -36,6 +36,9 @@ __all__ = [
     "box_from_explanation",
     "invariance_rate",
 ]
+
+#: LP solvers: "highs" = scipy.optimize.linprog(method="highs"); the others through cvxpy
+LP_SOLVERS = ("highs", "cvxpy-highs", "clarabel")
 
 
 def _check_patch(patch: int | None, h: int, w: int) -> None:
@@ -102,22 +105,19 @@ class StochasticInvariantPerturbation(Explainer):
     ``changed`` (fraction of the M draws whose top-1 ≠ c, per iteration).
     """
 
-    def __init__(self, model, M: int = 32, lr: float = 0.01, iterations: int = 500, penalty: float = 100.0,
-                 C: float = 1.0, output: str = "prob", patch: int | None = None, clip_input: bool = False,
+    def __init__(self, model, n_draws: int = 32, lr: float = 0.01, iterations: int = 500, penalty: float = 100.0,
+                 w_max: float = 1.0, response: str = "prob", patch: int | None = None, clip_input: bool = False,
                  seed: int = 0) -> None:
         super().__init__(model)
-        self.M = int(check_range("M", M, 1))
+        self.n_draws = check_int("n_draws", n_draws, 1, 100_000)
         self.lr = check_range("lr", lr, 0.0, low_inclusive=False)
-        self.iterations = int(check_range("iterations", iterations, 0))
+        self.iterations = check_int("iterations", iterations, 0, 100_000)
         self.penalty = check_range("penalty", penalty, 0.0)
-        self.C = check_range("C", C, 0.0, low_inclusive=False)
-        self.output = check_choice("output", output, ("prob", "logit"))
-        if patch is not None:
-            check_range("patch", patch, 1)
-            patch = int(patch)
-        self.patch = patch
-        self.clip_input = bool(clip_input)
-        self.seed = int(seed)
+        self.w_max = check_range("w_max", w_max, 0.0, low_inclusive=False)
+        self.response = check_choice("response", response, ("prob", "logit"))
+        self.patch = check_optional_int("patch", patch, 1)
+        self.clip_input = check_bool("clip_input", clip_input)
+        self.seed = check_int("seed", seed, 0)
 
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         _, ch, h, wd = x.shape
@@ -128,13 +128,13 @@ class StochasticInvariantPerturbation(Explainer):
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         objective, violation, changed = [], [], []
         for _ in range(self.iterations):
-            t = torch.rand(self.M, ch, h, wd, generator=gen, device=x.device) * 2.0 - 1.0
+            t = torch.rand(self.n_draws, ch, h, wd, generator=gen, device=x.device) * 2.0 - 1.0
             xp = x + t * _expand(w, self.patch)
             if self.clip_input:
                 xp = xp.clamp(0.0, 1.0)
             y = self.model(xp)
             top = y.argmax(1)
-            if self.output == "prob":
+            if self.response == "prob":
                 y = y.softmax(dim=1)
             hinge = F.relu(y - y[:, target : target + 1]).mean()
             size = w.mean()
@@ -143,7 +143,7 @@ class StochasticInvariantPerturbation(Explainer):
             loss.backward()
             opt.step()
             with torch.no_grad():
-                w.clamp_(0.0, self.C)
+                w.clamp_(0.0, self.w_max)
             objective.append(float((size - self.penalty * hinge).detach()))
             violation.append(float(hinge.detach()))
             changed.append(float((top != target).float().mean()))
@@ -186,15 +186,15 @@ def margin_jacobian(model, x: torch.Tensor, chunk: int = 25,
 
 
 def solve_invariance_lp(A: np.ndarray, B: np.ndarray, rhs: np.ndarray, delta: float, slack_weight: float,
-                        solver: str = "scipy") -> dict[str, Any]:
+                        solver: str = "highs") -> dict[str, Any]:
     """max Σu + Σv − s·r  s.t.  A u + B v − r ≤ rhs,  0 ≤ u, v ≤ δ,  r ≥ 0  (A, B ≥ 0 elementwise).
 
     Rows whose left side cannot exceed the right side anywhere in the box (δ·rowsum(A + B) ≤ rhs) are
     redundant and dropped before solving (an exact presolve: it does not change the optimum).
-    ``solver``: ``"HIGHS"`` / ``"CLARABEL"`` through cvxpy, or ``"scipy"`` (``scipy.optimize.linprog``, HiGHS).
+    ``solver``: ``"highs"`` (``scipy.optimize.linprog(method="highs")``), ``"cvxpy-highs"`` or ``"clarabel"`` (cvxpy).
     Returns u, v, r, the objective, the status, the number of rows kept and the solve time.
     """
-    check_choice("solver", solver, ("HIGHS", "CLARABEL", "scipy"))
+    check_choice("solver", solver, LP_SOLVERS)
     n = A.shape[1]
     keep = delta * (A.sum(1) + B.sum(1)) > rhs
     A, B, rhs = A[keep], B[keep], rhs[keep]
@@ -203,7 +203,7 @@ def solve_invariance_lp(A: np.ndarray, B: np.ndarray, rhs: np.ndarray, delta: fl
         u = np.full(n, delta)
         v = np.full(n, delta)
         r, status, obj = 0.0, "optimal (no active rows)", 2 * n * delta
-    elif solver == "scipy":
+    elif solver == "highs":
         from scipy.optimize import linprog
 
         c = np.concatenate([-np.ones(2 * n), [slack_weight]])
@@ -222,7 +222,7 @@ def solve_invariance_lp(A: np.ndarray, B: np.ndarray, rhs: np.ndarray, delta: fl
         rr = cp.Variable()
         cons = [A @ uu + B @ vv - rr <= rhs, uu >= 0, uu <= delta, vv >= 0, vv <= delta, rr >= 0]
         prob = cp.Problem(cp.Maximize(cp.sum(uu) + cp.sum(vv) - slack_weight * rr), cons)
-        prob.solve(solver=solver)
+        prob.solve(solver={"cvxpy-highs": cp.HIGHS, "clarabel": cp.CLARABEL}[solver])
         if uu.value is None:
             raise RuntimeError(f"LP failed with solver={solver!r}: status {prob.status}")
         u = np.clip(np.asarray(uu.value), 0.0, delta)
@@ -256,9 +256,9 @@ class LPInvariantPerturbation(Explainer):
     ``classes`` (a budget option, not in the paper; default None = all K − 1 competitors): keep only the
     ``classes`` competitors with the largest logits at x; this cuts the Jacobian from K to ``classes`` + 1 rows.
     ``batch_size`` = classes per batched backward call (runtime only).
-    ``solver``: ``"scipy"`` (default: ``scipy.optimize.linprog(method="highs")``, measured 6.7× faster than HiGHS
+    ``solver``: ``"highs"`` (default: ``scipy.optimize.linprog(method="highs")``, measured 6.7× faster than HiGHS
     through cvxpy on the 100-class Lite0 LP, same optimum: 0.52 s vs 3.46 s; benchmarks/invariant.py),
-    ``"HIGHS"`` or ``"CLARABEL"`` through cvxpy. No commercial solver.
+    ``"cvxpy-highs"`` or ``"clarabel"`` through cvxpy. No commercial solver.
 
     Score = 2δ − mean_channels(u + v), kron-upsampled to H×W (higher = more relevant).
     ``extras``: ``u``, ``v`` (3, H/p, W/p), ``r``, LP status and objective, ``rows`` / ``rows_kept``
@@ -266,21 +266,19 @@ class LPInvariantPerturbation(Explainer):
     """
 
     def __init__(self, model, delta: float = 0.1, slack: float = 1e-4, patch: int = 8, smooth_points: int = 0,
-                 smooth_sigma: float = 0.05, lp_rhs: str = "taylor", solver: str = "scipy", classes: int | None = None,
+                 smooth_sigma: float = 0.05, lp_rhs: str = "taylor", solver: str = "highs", classes: int | None = None,
                  seed: int = 0, batch_size: int = 25) -> None:
         super().__init__(model)
         self.delta = check_range("delta", delta, 0.0, low_inclusive=False)
         self.slack = check_range("slack", slack, 0.0)
-        self.patch = int(check_range("patch", patch, 1))
-        self.smooth_points = int(check_range("smooth_points", smooth_points, 0))
+        self.patch = check_int("patch", patch, 1)
+        self.smooth_points = check_int("smooth_points", smooth_points, 0)
         self.smooth_sigma = check_range("smooth_sigma", smooth_sigma, 0.0)
         self.lp_rhs = check_choice("lp_rhs", lp_rhs, ("taylor", "official"))
-        self.solver = check_choice("solver", solver, ("HIGHS", "CLARABEL", "scipy"))
-        if classes is not None:
-            classes = int(check_range("classes", classes, 1))
-        self.classes = classes
-        self.seed = int(seed)
-        self.batch_size = int(check_range("batch_size", batch_size, 1))
+        self.solver = check_choice("solver", solver, LP_SOLVERS)
+        self.classes = check_optional_int("classes", classes, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     def lp_rows(self, x: torch.Tensor, target: int) -> dict[str, Any]:
         """The LP data for image ``x`` (1, 3, H, W): ``A`` = patch sums of |h⁻|, ``B`` = of h⁺ (rows × 3·(H/p)(W/p)),
@@ -354,10 +352,11 @@ class LPSmoothInvariantPerturbation(LPInvariantPerturbation):
     """LP(Smooth): :class:`LPInvariantPerturbation` with ``smooth_points=10`` noisy linearisation points."""
 
     def __init__(self, model, delta: float = 0.1, slack: float = 1e-4, patch: int = 8, smooth_points: int = 10,
-                 smooth_sigma: float = 0.05, lp_rhs: str = "taylor", solver: str = "scipy", classes: int | None = None,
+                 smooth_sigma: float = 0.05, lp_rhs: str = "taylor", solver: str = "highs", classes: int | None = None,
                  seed: int = 0, batch_size: int = 25) -> None:
-        super().__init__(model, delta, slack, patch, smooth_points, smooth_sigma, lp_rhs, solver, classes, seed,
-                         batch_size)
+        super().__init__(model, delta=delta, slack=slack, patch=patch, smooth_points=smooth_points,
+                         smooth_sigma=smooth_sigma, lp_rhs=lp_rhs, solver=solver, classes=classes, seed=seed,
+                         batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Estimand (paper eq. 2-3): γ = Σ⁻¹ E[(f(x₀+z) − f(x₀)) z], z ~ N(0, Σ
   Σ/σ² (784×784: computed once and cached), nearest-upsampled to the image and added to ONE colour channel at
   a time (``per_channel=True``, official) or to all three channels (``per_channel=False``: one shared field).
 * **LEG** (eq. 4): ĝ_c = Σ⁻¹ · mean_i(y_i z_i), y_i = p_c(x + z_i) − p_c(x) (softmax of the explained class;
-  ``output="logit"`` uses the logit). Map = bilinear resize of mean_c |ĝ_c| (protocols.md §3.1).
+  ``response="logit"`` uses the logit). Map = bilinear resize of mean_c |ĝ_c| (protocols.md §3.1).
 * **LEG-TV** (Definition 2): min ‖Dg‖₁ s.t. ‖D⁺ᵀ(ȳ − Σg)‖_∞ ≤ L, L = K_L·L_max, L_max = ‖D⁺ᵀȳ‖_∞.
   Solved SPARSELY with the identity D⁺ᵀΣ = σ²(D + u1ᵀ/p), u = D⁺ᵀ1 = D(DᵀD)⁻¹1 (u = 0 unpadded), and
   D⁺ᵀȳ = σ²(Dĝ + u·mean ĝ) (protocols.md §3.3): no pseudo-inverse, no SVD; σ² cancels.
@@ -36,7 +36,7 @@ import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_range
+from ..checks import check_bool, check_choice, check_int, check_range
 from ..explanation import Explainer
 from ..perturbations import grid_difference_matrix
 from .registry import register
@@ -308,32 +308,32 @@ class LEG(Explainer):
         Clip perturbed images to [0, 1] (official: no).
     antithetic : bool
         Pair z with −z (the official ``sample_method="symmetric"``).
-    output : {"prob", "logit"}
+    response : {"prob", "logit"}
         y = Δ softmax probability of the explained class (official) or Δ logit.
     """
 
     def __init__(self, model, n_samples: int = 2000, sigma: float = 0.02, grid: int = 28, per_channel: bool = True,
                  covariance: str = "structured", padded: bool = True, quantize: str | None = None,
-                 clip: bool = False, antithetic: bool = False, output: str = "prob", seed: int = 0,
+                 clip: bool = False, antithetic: bool = False, response: str = "prob", seed: int = 0,
                  batch_size: int = 64) -> None:
         super().__init__(model)
-        self.n_samples = int(check_range("n_samples", n_samples, 1))
+        self.n_samples = check_int("n_samples", n_samples, 1, 1_000_000)
         self.sigma = float(check_range("sigma", sigma, 0.0, low_inclusive=False))
-        self.grid = int(check_range("grid", grid, 2))
-        self.per_channel = bool(per_channel)
+        self.grid = check_int("grid", grid, 2)
+        self.per_channel = check_bool("per_channel", per_channel)
         self.covariance = check_choice("covariance", covariance, COVARIANCES)
-        self.padded = bool(padded)
+        self.padded = check_bool("padded", padded)
         self.quantize = check_choice("quantize", quantize, (None, "trunc"))
-        self.clip = bool(clip)
-        self.antithetic = bool(antithetic)
-        self.output = check_choice("output", output, ("prob", "logit"))
-        self.seed = int(seed)
-        self.batch_size = int(check_range("batch_size", batch_size, 1))
+        self.clip = check_bool("clip", clip)
+        self.antithetic = check_bool("antithetic", antithetic)
+        self.response = check_choice("response", response, ("prob", "logit"))
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     # -- model responses ----------------------------------------------------------------------
     def _score(self, xb: torch.Tensor, target: int) -> torch.Tensor:
         out = self.model.logits(xb, batch_size=xb.shape[0])
-        if self.output == "prob":
+        if self.response == "prob":
             out = out.double().softmax(1)
         return out[:, target].double().cpu()
 
@@ -396,7 +396,7 @@ class LEGTV(LEG):
     path : tuple of float, optional
         Solve for every K_L in ``path`` (descending, re-using the compiled problem); solutions in
         ``extras["path"]``. The map always uses ``k_l`` (added to the path when missing).
-    L_rule : {"relative", "theorem1"}
+    l_rule : {"relative", "theorem1"}
         ``"theorem1"``: absolute L = sqrt(2‖D⁺‖₁ log(p/ε)/n) (Theorem 1; conservative, often g = 0).
     epsilon : float
         ε of Theorem 1.
@@ -405,21 +405,22 @@ class LEGTV(LEG):
 
     def __init__(self, model, n_samples: int = 2000, sigma: float = 0.02, grid: int = 28, per_channel: bool = True,
                  covariance: str = "structured", padded: bool = True, quantize: str | None = None,
-                 clip: bool = False, antithetic: bool = False, output: str = "prob", seed: int = 0,
-                 k_l: float = 0.1, path: tuple[float, ...] | None = None, L_rule: str = "relative",
+                 clip: bool = False, antithetic: bool = False, response: str = "prob", seed: int = 0,
+                 k_l: float = 0.1, path: tuple[float, ...] | None = None, l_rule: str = "relative",
                  epsilon: float = 0.05, solver: str = "clarabel", batch_size: int = 64) -> None:
-        super().__init__(model, n_samples, sigma, grid, per_channel, covariance, padded, quantize, clip, antithetic,
-                         output, seed, batch_size)
+        super().__init__(model, n_samples=n_samples, sigma=sigma, grid=grid, per_channel=per_channel,
+                         covariance=covariance, padded=padded, quantize=quantize, clip=clip, antithetic=antithetic,
+                         response=response, seed=seed, batch_size=batch_size)
         self.k_l = float(check_range("k_l", k_l, 0.0, 1.0))
         self.path = None if path is None else tuple(float(check_range("path", k, 0.0, 1.0)) for k in path)
-        self.L_rule = check_choice("L_rule", L_rule, ("relative", "theorem1"))
+        self.l_rule = check_choice("l_rule", l_rule, ("relative", "theorem1"))
         self.epsilon = float(check_range("epsilon", epsilon, 0.0, 1.0, low_inclusive=False, high_inclusive=False))
         self.solver = check_choice("solver", solver, SOLVERS)
 
     def _explain(self, x, target):
         g, info = self.leg_estimates(x, target)
         ks = sorted(set(self.path or ()) | {self.k_l}, reverse=True)
-        L_abs = theorem1_L(self.grid, self.n_samples, self.padded, self.epsilon) if self.L_rule == "theorem1" else None
+        L_abs = theorem1_L(self.grid, self.n_samples, self.padded, self.epsilon) if self.l_rule == "theorem1" else None
         if L_abs is not None:
             ks = [self.k_l]
         sols = {k: [] for k in ks}

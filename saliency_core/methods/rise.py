@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_range
+from ..checks import check_choice, check_int, check_range
 from ..explanation import Explainer
 from .registry import register
 
@@ -62,9 +62,9 @@ class RISE(Explainer):
         Grid side s (8).
     p1 : float
         Probability that a cell is kept (0.1).
-    score : {"softmax", "sigmoid"}
-        Score of the target class.
-    normalise : {"n_p1", "n"}
+    response : {"prob", "sigmoid"}
+        Score of the target class: softmax probability (original) or sigmoid of the logit (TorchRay).
+    normalize : {"n_p1", "n"}
         Divide the weighted sum by N·p1 (original) or N (TorchRay).
     mask_style : {"original", "torchray"}
         Mask upsampling (see :func:`rise_masks`).
@@ -78,22 +78,23 @@ class RISE(Explainer):
         n_masks: int = 6000,
         cells: int = 8,
         p1: float = 0.1,
-        score: str = "softmax",
-        normalise: str = "n_p1",
+        response: str = "prob",
+        normalize: str = "n_p1",
         mask_style: str = "original",
         seed: int = 0,
         batch_size: int = 64,
     ) -> None:
         super().__init__(model)
-        for name, v in (("n_masks", n_masks), ("cells", cells), ("batch_size", batch_size)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r} is not valid; accepted values: an int >= 1")
+        n_masks = check_int("n_masks", n_masks, 1, 10_000_000)
+        cells = check_int("cells", cells, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
+        seed = check_int("seed", seed, 0)
         check_range("p1", p1, 0.0, 1.0, low_inclusive=False)
-        check_choice("score", score, ("softmax", "sigmoid"))
-        check_choice("normalise", normalise, ("n_p1", "n"))
+        check_choice("response", response, ("prob", "sigmoid"))
+        check_choice("normalize", normalize, ("n_p1", "n"))
         check_choice("mask_style", mask_style, ("original", "torchray"))
-        self.n_masks, self.cells, self.p1, self.score = n_masks, cells, p1, score
-        self.normalise, self.mask_style, self.seed, self.batch_size = normalise, mask_style, seed, batch_size
+        self.n_masks, self.cells, self.p1, self.response = n_masks, cells, p1, response
+        self.normalize, self.mask_style, self.seed, self.batch_size = normalize, mask_style, seed, batch_size
 
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         h, w = x.shape[-2:]
@@ -111,10 +112,10 @@ class RISE(Explainer):
                 sl = slice(i, i + self.batch_size)
                 m = rise_masks(grids[sl].to(x.device), shifts[sl].to(x.device), (h, w), self.mask_style)
                 logits = self.model.net(z * m)
-                p = logits.softmax(1)[:, target] if self.score == "softmax" else logits[:, target].sigmoid()
+                p = logits.softmax(1)[:, target] if self.response == "prob" else logits[:, target].sigmoid()
                 sal += (p.double().view(-1, 1, 1) * m[:, 0].double()).sum(0)
                 scores.append(p.cpu())
-        denom = self.n_masks * (self.p1 if self.normalise == "n_p1" else 1.0)
+        denom = self.n_masks * (self.p1 if self.normalize == "n_p1" else 1.0)
         return (sal / denom).float(), {"scores": torch.cat(scores), "mask_mean": float(grids.mean())}
 
 
@@ -128,11 +129,11 @@ class RISETorchRay(RISE):
         n_masks: int = 8000,
         cells: int = 7,
         p1: float = 0.5,
-        score: str = "sigmoid",
-        normalise: str = "n",
+        response: str = "sigmoid",
+        normalize: str = "n",
         mask_style: str = "torchray",
         seed: int = 0,
         batch_size: int = 64,
     ) -> None:
-        super().__init__(model, n_masks=n_masks, cells=cells, p1=p1, score=score, normalise=normalise,
+        super().__init__(model, n_masks=n_masks, cells=cells, p1=p1, response=response, normalize=normalize,
                          mask_style=mask_style, seed=seed, batch_size=batch_size)
