@@ -359,7 +359,9 @@ def smallest_sufficient_area(
     if target is None:
         target = ep.model.top1(x)
     if image_id is None:
-        image_id = f"sha:{hash(x.detach().cpu().numpy().tobytes()) & 0xFFFFFFFF:08x}"
+        import hashlib
+
+        image_id = "sha256:" + hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:16]
     res, n_opt = _per_area_results(ep, x, target, areas, cache, image_id)
     clean = next(iter(res.values()))["clean"]
     thr = tau * clean
