@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from saliency_core import get_explainer
-from saliency_core.methods.cshapley import diamond_coalitions
 from saliency_core.methods.leg import (
     covariance_cholesky,
     leg_from_samples,
@@ -177,20 +176,6 @@ def test_bad_inputs(box_classifier):
         get_explainer("leg", box_classifier, covariance="diag")
     with pytest.raises(ValueError, match="k_l"):
         get_explainer("leg_tv", box_classifier, k_l=2.0)
-    with pytest.raises(ValueError, match="cell"):
-        get_explainer("cshapley", box_classifier, cell=5).explain(torch.rand(1, 3, 32, 32))
-
-
-def test_diamonds_and_cshapley_box(box_classifier):
-    d = diamond_coalitions(9, 3)
-    assert d.shape == (81 * 3, 9, 9)
-    centre = 4 * 9 + 4
-    assert [int(d[centre * 3 + k].sum()) for k in range(3)] == [1, 5, 13]  # 2k² + 2k + 1
-    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    ex = get_explainer("cshapley", box_classifier, cell=4, max_order=2).explain(x, 3)
-    assert ex.n_forward == 64 * 2
-    cells = ex.extras["cells"]
-    assert cells[2:6, 2:6].mean() > cells[0, :].abs().mean() + 1e-4
 
 
 def test_kernel_shap_closed_form_wls_exact_on_linear_model(box_classifier):
