@@ -1,12 +1,13 @@
-"""RISE (Petsiuk, Das & Saenko 2018): randomised input sampling (protocols.md §5.1).
+"""RISE (Petsiuk, Das & Saenko 2018): randomised input sampling (appendix §5.1).
 
 Saliency = Σ_i p(x ⊙ M_i)·M_i / (N·p1): N random binary s×s grids (cell on with probability p1), upsampled
-bilinearly to (s+1)·c (c = ⌈H/s⌉), cropped at a random shift in [0, c) per axis, multiplied with the
-*normalised* image (masked pixels become the mean colour) and scored with the softmax of the target.
+bilinearly, cropped at a random shift in [0, c) per axis (c = ⌈H/s⌉), multiplied with the *normalised* image
+(masked pixels become the mean colour) and scored with the softmax of the target.
 
-``RISE`` follows the original code (``eclique/RISE``: N = 6000, s = 8, p1 = 0.1, softmax, /(N·p1));
-``RISETorchRay`` (registered ``"rise_torchray"``) TorchRay's variant (N = 8000, s = 7, p = 0.5, sigmoid, /N,
-reflect-padded grid). All draws come from one seeded generator; masks are built and evaluated in chunks of
+``RISE`` follows the original code (``eclique/RISE``: N = 6000, s = 8, p1 = 0.1, softmax, /(N·p1); grids
+upsampled to (s+1)·c); ``RISETorchRay`` (registered ``"rise_torchray"``) TorchRay's variant (N = 8000, s = 7,
+p = 0.5, sigmoid, /N) with its reflect-padded upsampling, cropped from one (upsampled) cell in
+(:func:`rise_masks`). All draws come from one seeded generator; masks are built and evaluated in chunks of
 ``batch_size``, so the result does not depend on the batch size.
 """
 
@@ -30,9 +31,14 @@ def rise_masks(
 ) -> torch.Tensor:
     """Upsample binary grids ``(n, 1, s, s)`` and crop at ``shifts`` ``(n, 2)`` → soft masks ``(n, 1, H, W)``.
 
-    ``style="original"``: bilinear (half-pixel, ``align_corners=False``) to (s+1)·c, c = ⌈H/s⌉ (RISE uses
-    skimage's order-1 resize, the same interpolation away from the border); ``"torchray"``: the grid is first
-    reflect-padded by one cell on every side and upsampled to (s+2)·c, then cropped at the shift.
+    With c = ⌈H/s⌉ (per axis) and shifts in [0, c):
+
+    * ``style="original"`` (``eclique/RISE``): bilinear (half-pixel, ``align_corners=False``) to (s+1)·c, then the
+      H×W window at the shift (RISE uses skimage's order-1 resize, the same interpolation away from the border).
+    * ``style="torchray"``: TorchRay resizes the grid to T = H + c with reflection padding: the grid is
+      reflect-padded by one cell on every side, upsampled bilinearly to (s+2)·c' with c' = ⌈T/s⌉, and the T×T
+      window starting ONE upsampled cell in (at c') is kept, so the reflected copies never enter at the top/left;
+      the H×W window at the shift is then cut from it (rows c' + shift .. c' + shift + H of the upsampled grid).
     """
     check_choice("style", style, ("original", "torchray"))
     h, w = size
@@ -40,12 +46,16 @@ def rise_masks(
     ch, cw = math.ceil(h / s), math.ceil(w / s)
     if style == "original":
         up = F.interpolate(grids, size=((s + 1) * ch, (s + 1) * cw), mode="bilinear", align_corners=False)
+        oy = ox = 0
     else:
+        th, tw = h + ch, w + cw
+        c2h, c2w = math.ceil(th / s), math.ceil(tw / s)
         padded = F.pad(grids, (1, 1, 1, 1), mode="reflect")
-        up = F.interpolate(padded, size=((s + 2) * ch, (s + 2) * cw), mode="bilinear", align_corners=False)
+        up = F.interpolate(padded, size=((s + 2) * c2h, (s + 2) * c2w), mode="bilinear", align_corners=False)
+        oy, ox = c2h, c2w
     n = grids.shape[0]
-    iy = shifts[:, 0].view(n, 1) + torch.arange(h, device=grids.device).view(1, h)
-    ix = shifts[:, 1].view(n, 1) + torch.arange(w, device=grids.device).view(1, w)
+    iy = oy + shifts[:, 0].view(n, 1) + torch.arange(h, device=grids.device).view(1, h)
+    ix = ox + shifts[:, 1].view(n, 1) + torch.arange(w, device=grids.device).view(1, w)
     rows = torch.gather(up[:, 0], 1, iy.view(n, h, 1).expand(n, h, up.shape[-1]))
     return torch.gather(rows, 2, ix.view(n, 1, w).expand(n, h, w)).unsqueeze(1)
 
@@ -121,7 +131,8 @@ class RISE(Explainer):
 
 @register("rise_torchray")
 class RISETorchRay(RISE):
-    """TorchRay's RISE preset: N = 8000, s = 7, p = 0.5, sigmoid scores, /N, reflect-padded grids (for §10)."""
+    """TorchRay's RISE preset: N = 8000, s = 7, p = 0.5, sigmoid scores, /N, reflect-padded grids cropped from one
+    cell in (:func:`rise_masks`; the pointing game's RISE, appendix §10)."""
 
     def __init__(
         self,
