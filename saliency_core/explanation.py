@@ -196,8 +196,10 @@ class Explainer(abc.ABC):
         return out
 
     def min_input_size(self) -> int:
-        """Smallest image side this method's operators accept with the current settings (checked on ``x``)."""
-        return 1
+        """Smallest image side accepted (checked on ``x`` before any work): the model's own minimum
+        (:attr:`Classifier.min_input_size`, e.g. 32 px for VGG and EfficientNet-Lite). Methods whose operators need
+        more (a window, a grid, a patch) override this and return ``max(super().min_input_size(), ...)``."""
+        return int(getattr(self.model, "min_input_size", 1))
 
     def explain(self, x: torch.Tensor, target: int | None = None) -> Explanation:
         """Explain ``target`` (default: the model's top-1) for one image ``x`` in [0, 1] RGB.
@@ -235,7 +237,8 @@ class Explainer(abc.ABC):
         ``target``: ``None`` (each image's top-1), one class index (int, NumPy int, one-element tensor), or one
         index per image (list, tuple, 1-D tensor or array of length N).
         """
-        check_image(inputs, "inputs", batch=inputs.dim() == 4 if isinstance(inputs, torch.Tensor) else False)
+        check_image(inputs, "inputs", min_size=self.min_input_size(),
+                    batch=inputs.dim() == 4 if isinstance(inputs, torch.Tensor) else False)
         if inputs.dim() == 3:
             inputs = inputs.unsqueeze(0)
         n = inputs.shape[0]

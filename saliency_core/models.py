@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from .checks import check_choice
+from .checks import check_choice, check_image, check_int
 
 __all__ = [
     "weights_hash",
@@ -237,6 +237,8 @@ class Classifier:
     63 → 56 ms, ResNet50 251 → 222 ms, VGG16 543 → 483 ms; outputs equal to ~1e-6) and ``contiguous`` elsewhere.
     The constructor takes ownership of ``net`` (moved to ``device`` and ``memory_format`` in place); to wrap a module
     you keep using elsewhere, use :meth:`from_module` or :func:`load_model`, which work on a copy.
+    ``min_input_size``: the smallest image side the network accepts (32 px for the named models: below that a pooling
+    or a convolution runs out of pixels); every explainer and protocol refuses smaller images with a one-line error.
     """
 
     net: nn.Module
@@ -248,9 +250,11 @@ class Classifier:
     layer_order: list[str] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     memory_format: str = "auto"
+    min_input_size: int = 1
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+        self.min_input_size = check_int("min_input_size", self.min_input_size, 1)
         self.memory_format = check_choice("memory_format", self.memory_format, ("auto", "channels_last",
                                                                                 "contiguous"))
         fmt = self.memory_format
@@ -276,6 +280,7 @@ class Classifier:
         layer_order: Sequence[str] | None = None,
         canonical: bool = True,
         device: str | torch.device = "cpu",
+        min_input_size: int = 1,
     ) -> Classifier:
         """Wrap any ``nn.Module`` classifier (taking normalised input) as a :class:`Classifier`."""
         preprocess = preprocess or TORCHVISION_PREPROCESSING
@@ -286,7 +291,7 @@ class Classifier:
             net=net, name=name, preprocessing=preprocess, class_names=list(class_names),
             weights_id=weights_hash(module), gradcam_layer=gradcam_layer,
             layer_order=list(layer_order) if layer_order is not None else _default_layer_order(net),
-            device=torch.device(device),
+            device=torch.device(device), min_input_size=min_input_size,
         )
 
     # -- properties ----------------------------------------------------------------------------
@@ -323,7 +328,16 @@ class Classifier:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 64, normalized: bool = False) -> torch.Tensor:
-        """Batched, gradient-free logits in eval mode; ``normalized=True`` when ``x`` is already normalised."""
+        """Batched, gradient-free logits in eval mode; ``normalized=True`` when ``x`` is already normalised.
+
+        ``x`` must be a float tensor (a uint8 image is refused: it is not in [0, 1]); values outside [0, 1] are
+        allowed here because perturbation methods evaluate unclipped images (public entry points check the range).
+        """
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() != 4:
+            what = f"dtype {x.dtype} and shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x has {what}; accepted values: a float tensor (N, 3, H, W) in [0, 1] RGB "
+                             "(for a uint8 image in 0-255 pass x.float() / 255)")
+        batch_size = check_int("batch_size", batch_size, 1)
         outs = []
         with self.guard():
             for i in range(0, x.shape[0], batch_size):
@@ -339,7 +353,8 @@ class Classifier:
         return self.logits(x, batch_size, normalized).softmax(dim=1)
 
     def top1(self, x: torch.Tensor) -> int:
-        """Top-1 class of a single image (1, 3, H, W) in [0, 1], in eval mode."""
+        """Top-1 class of a single image (3, H, W) or (1, 3, H, W) in [0, 1], in eval mode."""
+        check_image(x, "x", min_size=self.min_input_size)
         return int(self.logits(x if x.dim() == 4 else x.unsqueeze(0)).argmax(dim=1)[0])
 
     def _check_logits(self, out: torch.Tensor) -> None:
@@ -466,6 +481,51 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
+def _fit_state_dict(module: nn.Module, weights: str | os.PathLike, name: str) -> None:
+    """Load the state_dict file ``weights`` into ``module``; a one-line ``ValueError`` when it is for another
+    architecture (missing / unexpected keys, shape mismatches counted and the first of each named)."""
+    sd = _load_state_dict(weights)
+    own = module.state_dict()
+    # BatchNorm fills in a missing num_batches_tracked itself (state_dicts saved by old torch versions lack it)
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [k for k in own
+              if k in sd and isinstance(sd[k], torch.Tensor) and tuple(sd[k].shape) != tuple(own[k].shape)]
+    bad_values = [k for k in sd if not isinstance(sd[k], torch.Tensor)]
+    if missing or unexpected or shapes or bad_values:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {k!r}: {tuple(sd[k].shape)} in the file, "
+                         f"{tuple(own[k].shape)} in {name})")
+        if bad_values:
+            parts.append(f"{len(bad_values)} entries that are not tensors (e.g. {bad_values[0]!r})")
+        raise ValueError(f"weights={str(weights)!r} is not a state_dict of {name}: {'; '.join(parts)}; accepted "
+                         f"values: a state_dict saved from the same architecture ({name})")
+    try:
+        module.load_state_dict(sd)
+    except RuntimeError as exc:  # pragma: no cover - every mismatch is caught above
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"weights={str(weights)!r} does not fit {name}: {first}") from None
+
+
+def _check_weights_arg(weights: object) -> None:
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights={weights!r} is not valid; accepted values: None (shipped weights), 'random', or "
+                         "a path to a state_dict file")
+    if isinstance(weights, str) and not weights.strip():
+        raise ValueError("weights='' is not valid; accepted values: None (shipped weights), 'random', or a path to a "
+                         "state_dict file")
+
+
+#: smallest image side the named networks accept (5 stride-2 stages: below 32 px a kernel outgrows its input)
+NAMED_MIN_INPUT = 32
+
+
 def _lite(name: str, weights: str | None, device: str | torch.device) -> Classifier:
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -485,11 +545,7 @@ def _lite(name: str, weights: str | None, device: str | torch.device) -> Classif
         torch.manual_seed(0)
         wid = "random0"
     else:
-        try:
-            module.load_state_dict(_load_state_dict(weights))
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ValueError(f"weights={str(weights)!r} does not fit {name}: {first}") from None
+        _fit_state_dict(module, weights, name)
         wid = _file_hash(Path(weights))
     module.eval()
     crop = EfficientNet.get_image_size(arch)
@@ -504,7 +560,8 @@ def _lite(name: str, weights: str | None, device: str | torch.device) -> Classif
     # Grad-CAM: the head activation (second use of the top-level activation after canonicalisation)
     head_act = "_swish_2" if hasattr(net, "_swish_2") else "_bn1"
     return Classifier(net=net, name=name, preprocessing=prep, class_names=imagenet_class_names(),
-                      weights_id=wid, gradcam_layer=head_act, layer_order=order, device=torch.device(device))
+                      weights_id=wid, gradcam_layer=head_act, layer_order=order, device=torch.device(device),
+                      min_input_size=NAMED_MIN_INPUT)
 
 
 def _torchvision(name: str, weights: str | None, device: str | torch.device) -> Classifier:
@@ -522,11 +579,7 @@ def _torchvision(name: str, weights: str | None, device: str | torch.device) -> 
         wid = "random0"
     else:
         module = getattr(torchvision.models, name)(weights=None)
-        try:
-            module.load_state_dict(_load_state_dict(weights))
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ValueError(f"weights={str(weights)!r} does not fit torchvision {name}: {first}") from None
+        _fit_state_dict(module, weights, f"torchvision {name}")
         wid = _file_hash(Path(weights))
     module.eval()
     net = canonicalize(module)
@@ -539,9 +592,23 @@ def _torchvision(name: str, weights: str | None, device: str | torch.device) -> 
     else:
         blocks = [f"layer{i}.{j}" for i in (1, 2, 3, 4) for j in range(len(getattr(module, f"layer{i}")))]
         order = ["fc"] + blocks[::-1] + ["conv1"]
-        gradcam = "layer4"
+        # the module whose output is layer4's output: after canonicalisation the Sequential ``layer4`` is traced
+        # through (never called as a module, so a hook on it sees nothing); its last call is the final block's
+        # output ReLU (``layer4.2.relu_3``), the input of the global average pool
+        gradcam = _input_module(net, "avgpool")
     return Classifier(net=net, name=name, preprocessing=TORCHVISION_PREPROCESSING, class_names=imagenet_class_names(),
-                      weights_id=wid, gradcam_layer=gradcam, layer_order=order, device=torch.device(device))
+                      weights_id=wid, gradcam_layer=gradcam, layer_order=order, device=torch.device(device),
+                      min_input_size=NAMED_MIN_INPUT)
+
+
+def _input_module(net: fx.GraphModule, target: str) -> str:
+    """Name of the module whose call produces the input of the call of module ``target`` in a traced network."""
+    for node in net.graph.nodes:
+        if node.op == "call_module" and node.target == target:
+            src = node.args[0]
+            if isinstance(src, fx.Node) and src.op == "call_module":
+                return str(src.target)
+    raise RuntimeError(f"no module feeds {target!r} in {type(net).__name__}")  # pragma: no cover - fixed graphs
 
 
 def load_model(
@@ -560,6 +627,7 @@ def load_model(
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
     """
     check_choice("model", name, available_models())
+    _check_weights_arg(weights)
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):

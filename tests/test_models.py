@@ -102,8 +102,17 @@ def test_vgg_weight_file_roundtrip(tmp_path):
 
 def test_resnet50_layers_random():
     clf = sc.load_model("resnet50", weights="random")
-    assert clf.gradcam_layer == "layer4" and clf.layer_order[0] == "fc"
-    assert clf.layer("layer4") is not None
+    # the canonical (traced) network never calls the Sequential layer4: Grad-CAM hooks its last block's output ReLU
+    assert clf.gradcam_layer == "layer4.2.relu_3" and clf.layer_order[0] == "fc"
+    seen = []
+    handle = clf.layer(clf.gradcam_layer).register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    try:
+        clf.logits(torch.rand(1, 3, 64, 64))
+    finally:
+        handle.remove()
+    assert seen == [(1, 2048, 2, 2)]
+    e = sc.get_explainer("gradcam", clf).explain(torch.rand(3, 64, 64), target=1)
+    assert e.map.shape == (64, 64) and bool(torch.isfinite(e.map).all()) and clf.min_input_size == 32
 
 
 @pytest.mark.parametrize(
