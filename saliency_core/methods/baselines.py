@@ -1,4 +1,4 @@
-"""Baselines through Captum, in one registry: the gradient family, Occlusion, Grad-CAM, LIME, KernelSHAP.
+"""Baselines in one registry: the gradient family, Occlusion, Grad-CAM, KernelSHAP (Captum) and LIME (``lime``).
 
 Each class wraps one Captum attribution method and returns an :class:`~saliency_core.Explanation`
 whose ``map`` is the ``(H, W)`` reduction over colour channels named by ``reduce``:
@@ -36,6 +36,7 @@ __all__ = [
     "Occlusion",
     "GradCAM",
     "Lime",
+    "lime_mask",
     "KernelShap",
     "superpixels",
 ]
@@ -329,36 +330,145 @@ def _wls_model(ridge: float = 0.0):
     return LinearModel(train_fn=train)
 
 
-@register("lime")
-class Lime(_SuperpixelExplainer):
-    """LIME (Ribeiro et al. 2016) over superpixels, Captum ``Lime`` (cosine-kernel weighted ridge-free linear fit).
+#: Keras VGG19 "caffe" preprocessing, the array the LEG code hands to ``lime``: BGR, 0-255, ImageNet mean removed
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+LIME_SPACES = ("caffe", "model", "pixels")
 
-    The map is the superpixel coefficient painted on its pixels (signed). Settings from protocols.md §7:
-    the LEG tables used 6000 samples and a black (``hide_color=0``) fill, and kept LIME's top-5 superpixel
-    BINARY mask (``top_k=5``: the 5 largest positive coefficients → 1, every other pixel → 0).
+
+def lime_mask(segments: torch.Tensor, weights: torch.Tensor, num_features: int = 5,
+              positive_only: bool = False) -> torch.Tensor:
+    """``lime``'s ``get_image_and_mask(label, positive_only, num_features, hide_rest=False)`` mask, re-stated.
+
+    ``weights`` (K,) are the superpixel weights of one label (``extras["weights"]`` of :class:`Lime`).
+    ``positive_only=False``: the ``num_features`` superpixels with the largest |weight| (ties in superpixel order)
+    get +1 where the weight is positive and −1 where it is negative; ``positive_only=True``: the ``num_features``
+    largest positive weights get 1. Everything else is 0.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64).cpu()
+    seg = torch.as_tensor(segments).cpu()
+    if positive_only:
+        order = torch.argsort(-w, stable=True)
+        chosen = [int(k) for k in order if float(w[k]) > 0][:num_features]
+    else:
+        chosen = [int(k) for k in torch.argsort(-w.abs(), stable=True)[:num_features]]
+    value = torch.zeros_like(w)
+    for k in chosen:
+        value[k] = 1.0 if positive_only else (1.0 if float(w[k]) > 0 else -1.0 if float(w[k]) < 0 else 0.0)
+    return value[seg].float()
+
+
+@register("lime")
+class Lime(Explainer):
+    """LIME (Ribeiro et al. 2016) with the ``lime`` package itself, as the LEG tables ran it (appendix §7).
+
+    ``LimeImageExplainer(kernel_width, random_state=seed).explain_instance(image, classifier_fn,
+    labels=(target,), top_labels=None, hide_color=fill, num_samples=n_samples, batch_size=batch_size)``:
+    lime's quickshift superpixels (kernel_size 4, max_dist 200, ratio 0.2), random on/off coalitions, cosine
+    distances with the exponential kernel of width 0.25, ``Ridge(alpha=1)``; ``classifier_fn`` returns the
+    model's softmax. With ``num_features`` set, the map is lime's ``get_image_and_mask(target,
+    positive_only=positive_only, num_features=num_features, hide_rest=False)`` mask — the LEG tables use
+    ``num_features=5, positive_only=False``: the 5 superpixels with the largest |weight|, +1 / −1 by the sign of
+    the weight. With ``num_features=None`` the map is every superpixel's weight painted on its pixels (signed).
+
+    **The array lime sees** (``space``). The LEG code hands lime the *preprocessed* image of Keras VGG19
+    (``"caffe"``: BGR, 0-255, ImageNet mean subtracted) and hides superpixels with ``hide_color=0``, i.e. with the
+    ImageNet mean colour. ``space="caffe"`` (default) reproduces both for any model: lime segments and perturbs
+    that array, and ``classifier_fn`` maps it back to [0, 1] RGB before our model's own preprocessing.
+    Quickshift's Lab conversion on that 0-255, mean-free array yields many small superpixels (hundreds at 224²,
+    against ~35 on the [0, 1] image). ``"model"``: the model's own normalised input (0 = its normalisation mean);
+    ``"pixels"``: the [0, 1] image (0 = black).
+
+    Parameters
+    ----------
+    n_samples : int
+        Perturbed samples (lime's ``num_samples``; LEG tables: 6000).
+    superpixels : {"quickshift", "slic"}
+        lime's quickshift defaults (official), or SLIC with ``n_segments`` on the [0, 1] image (small tests).
+    space : {"caffe", "model", "pixels"}
+        The array lime segments and perturbs (see above).
+    fill : {"zero", "segment_mean"}
+        ``hide_color=0`` in ``space`` (official) or lime's ``hide_color=None`` (each superpixel's mean colour).
+    kernel_width : float
+        Width of lime's exponential kernel on the cosine distance (lime's default 0.25).
+    num_features, positive_only :
+        ``get_image_and_mask`` arguments (see above); None = the weight map.
+    seed : int
+        ``random_state`` of the explainer (coalitions; quickshift is deterministic).
+
+    Extras: ``segments`` (H, W), ``n_segments``, ``weights`` (K,) per superpixel, ``intercept``, ``score`` (R² of
+    the local fit), ``coefficients`` (H, W) the weight map; :func:`lime_mask` rebuilds any mask from them.
     """
 
     def __init__(self, model, n_samples: int = 1000, superpixels: str = "quickshift", n_segments: int = 50,
-                 fill: str = "black", seed: int = 0, top_k: int | None = None, batch_size: int = 64) -> None:
-        super().__init__(model, n_samples, superpixels, n_segments, fill, seed, batch_size)
-        self.top_k = None if top_k is None else check_int("top_k", top_k, 1)
+                 space: str = "caffe", fill: str = "zero", kernel_width: float = 0.25, num_features: int | None = None,
+                 positive_only: bool = False, seed: int = 0, batch_size: int = 64) -> None:
+        super().__init__(model)
+        self.n_samples = check_int("n_samples", n_samples, 1, 1_000_000)
+        self.superpixels = check_choice("superpixels", superpixels, ("quickshift", "slic"))
+        self.n_segments = check_int("n_segments", n_segments, 1)
+        self.space = check_choice("space", space, LIME_SPACES)
+        self.fill = check_choice("fill", fill, ("zero", "segment_mean"))
+        self.kernel_width = float(check_range("kernel_width", kernel_width, 0.0, low_inclusive=False))
+        self.num_features = None if num_features is None else check_int("num_features", num_features, 1)
+        self.positive_only = check_bool("positive_only", positive_only)
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
-    def _algo(self):
-        from captum.attr import Lime as _Lime
+    def _to_space(self, x: torch.Tensor) -> np.ndarray:
+        """(1, 3, H, W) [0, 1] → (H, W, 3) float64 array lime works on."""
+        if self.space == "model":
+            x = self.model.normalize(x)
+        img = x[0].detach().permute(1, 2, 0).cpu().double().numpy()
+        if self.space == "caffe":
+            img = img[..., ::-1] * 255.0 - np.asarray(CAFFE_MEAN_BGR)
+        return np.ascontiguousarray(img)
 
-        return _Lime(self.model.pixel_model, interpretable_model=_wls_model(ridge=1.0))  # LIME's Ridge(alpha=1)
+    def _from_space(self, imgs: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) arrays in ``space`` → (B, 3, H, W) float32 [0, 1] RGB on the model's device."""
+        a = np.asarray(imgs, dtype=np.float64)
+        if self.space == "caffe":
+            a = (a + np.asarray(CAFFE_MEAN_BGR))[..., ::-1] / 255.0
+        xb = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float().to(self.model.device)
+        return self.model.denormalize(xb) if self.space == "model" else xb
 
     def _explain(self, x, target):
-        sal, extras = super()._explain(x, target)
-        if self.top_k is None:
-            return sal, extras
-        seg = extras["segments"]
-        coef = torch.zeros(int(seg.max()) + 1)
-        coef[seg.flatten()] = sal.flatten().cpu()  # the map is constant on each superpixel
-        top = torch.argsort(-coef, stable=True)[: self.top_k]
-        top = top[coef[top] > 0]
-        extras["coefficients"] = sal
-        return torch.isin(seg, top).float().to(sal.device), extras
+        import lime.lime_image as li
+
+        image = self._to_space(x)
+
+        def classifier_fn(imgs: np.ndarray) -> np.ndarray:
+            xb = self._from_space(imgs)
+            return self.model.logits(xb, batch_size=self.batch_size).double().softmax(1).cpu().numpy()
+
+        seg_fn = None
+        if self.superpixels == "slic":
+            seg = superpixels(x, "slic", self.n_segments).numpy()
+            seg_fn = lambda _img: seg  # noqa: E731  (segments of the [0, 1] image, 0-based as lime requires)
+        explainer = li.LimeImageExplainer(kernel_width=self.kernel_width, random_state=self.seed)
+        tqdm_orig = li.tqdm
+        li.tqdm = lambda it, *a, **k: it  # lime 0.2.0.1 always draws a progress bar over the samples
+        try:
+            exp = explainer.explain_instance(image, classifier_fn, labels=(target,), top_labels=None,
+                                             hide_color=0 if self.fill == "zero" else None,
+                                             num_samples=self.n_samples, batch_size=self.batch_size,
+                                             segmentation_fn=seg_fn)
+        finally:
+            li.tqdm = tqdm_orig
+        segments = torch.from_numpy(np.asarray(exp.segments).astype(np.int64))
+        k = int(segments.max()) + 1
+        weights = torch.zeros(k, dtype=torch.float64)
+        for f, wgt in exp.local_exp[target]:
+            weights[int(f)] = float(wgt)
+        coef = weights[segments].float()
+        if self.num_features is None:
+            sal = coef
+        else:
+            _, mask = exp.get_image_and_mask(target, positive_only=self.positive_only,
+                                             num_features=self.num_features, hide_rest=False)
+            sal = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        return sal.to(x.device), {"segments": segments, "n_segments": k, "weights": weights,
+                                  "intercept": float(exp.intercept[target]), "score": float(exp.score),
+                                  "coefficients": coef}
 
 
 @register("kernel_shap")
