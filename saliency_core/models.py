@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib
 import os
@@ -36,6 +37,7 @@ from .checks import check_choice, check_image, check_int
 
 __all__ = [
     "weights_hash",
+    "in_eval_mode",
     "Preprocessing",
     "Classifier",
     "ReLU6",
@@ -410,6 +412,22 @@ class Classifier:
             counts = int(sum(int(b.sum()) for b in self.net.buffers() if not b.is_floating_point()))
         return (tuple(m.training for m in self.net.modules()), tuple(p.requires_grad for p in self.net.parameters()),
                 hooks, checksum, buffers, counts)
+
+
+def in_eval_mode(fn):
+    """Decorator for a protocol ``fn(clf, ...)``: the whole call runs inside ``clf.guard()`` (eval mode, frozen
+    parameters, every module's flag restored on exit), so direct ``clf.net`` calls never see train-mode BatchNorm or
+    Dropout and never update a running statistic."""
+
+    @functools.wraps(fn)
+    def wrapper(clf, *args, **kwargs):
+        guard = getattr(clf, "guard", None)
+        if guard is None:  # a duck-typed model without guard(): nothing to protect
+            return fn(clf, *args, **kwargs)
+        with guard():
+            return fn(clf, *args, **kwargs)
+
+    return wrapper
 
 
 class _PixelModel(nn.Module):

@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice
+from ..checks import check_bool, check_choice, check_image, check_int, check_target
+from ..models import in_eval_mode
 from ..perturbations import blur_baseline, rise_blur, upsample_mask
 from .masking import saliency_order
 
@@ -120,12 +121,25 @@ def auc_from_curve(curve: pd.DataFrame, preset: str, igospp_metric_bug: bool = F
     return auc_right_riemann(c.score.to_numpy(), c.n_changed.to_numpy(), total, bug=igospp_metric_bug)
 
 
-def _as_image(x: torch.Tensor) -> torch.Tensor:
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"image has shape {tuple(x.shape)}; accepted values: (3, H, W) or (1, 3, H, W) in [0, 1]")
-    return x
+def _as_image(x: torch.Tensor, min_size: int = 1) -> torch.Tensor:
+    """One image as (1, 3, H, W); refuses anything that is not a finite float image in [0, 1] (one line naming it)."""
+    check_image(x, "image", min_size=min_size)
+    return x.unsqueeze(0) if x.dim() == 3 else x
+
+
+def _check_saliency(saliency: Any) -> torch.Tensor:
+    """A finite, non-empty 2-D map (leading singleton dimensions allowed)."""
+    if not isinstance(saliency, (torch.Tensor, np.ndarray)):
+        raise ValueError(f"saliency is a {type(saliency).__name__}; accepted values: an (H, W) tensor or array")
+    sal = torch.as_tensor(saliency)
+    while sal.dim() > 2 and sal.shape[0] == 1:
+        sal = sal[0]
+    if sal.dim() != 2 or sal.numel() == 0 or sal.dtype == torch.bool or sal.is_complex():
+        raise ValueError(f"saliency has shape {tuple(sal.shape)} and dtype {sal.dtype}; accepted values: a real "
+                         "(H, W) map")
+    if not bool(torch.isfinite(sal.float()).all()):
+        raise ValueError("saliency contains NaN or Inf; accepted values: finite numbers")
+    return sal
 
 
 def _grid_saliency(sal: torch.Tensor, s: int) -> torch.Tensor:
@@ -150,6 +164,7 @@ def _pixel_saliency(sal: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
+@in_eval_mode
 def insertion_deletion(
     clf,
     image: torch.Tensor,
@@ -190,16 +205,28 @@ def insertion_deletion(
         Images per batched forward.
     """
     check_choice("preset", preset, PRESETS)
+    if isinstance(curves, str) or not isinstance(curves, (list, tuple)) or not curves:
+        raise ValueError(f"curves={curves!r} is not valid; accepted values: a non-empty list or tuple of "
+                         f"{', '.join(map(repr, CURVES))}")
     for c in curves:
         check_choice("curves", c, CURVES)
+    check_bool("igospp_metric_bug", igospp_metric_bug)
     if igospp_metric_bug and preset != "igospp":
         raise ValueError("igospp_metric_bug=True is not valid with preset='rise'; accepted values: False")
-    x = _as_image(image).to(clf.device, torch.float32)
+    check_choice("ties", ties, ("stable", "random"))
+    seed = check_int("seed", seed, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    x = _as_image(image, getattr(clf, "min_input_size", 1)).to(clf.device, torch.float32)
+    saliency = _check_saliency(saliency)
     h, w = x.shape[-2:]
+    if step is not None:
+        step = check_int("step", step, 1, (h * w) if preset == "rise" else None)
+    if grid is not None:
+        grid = check_int("grid", grid, 1, min(h, w))
     z = clf.normalize(x)
     if target is None:
         target = int(clf.logits(x).argmax(1)[0])
-    target = int(target)
+    target = check_target(target, clf.num_classes)
 
     def probs(batch: torch.Tensor) -> torch.Tensor:
         return clf.net(batch).softmax(1)[:, target].float().cpu()
@@ -209,8 +236,6 @@ def insertion_deletion(
     if preset == "rise":
         if step is None:
             step = 224
-        if not isinstance(step, int) or step < 1:
-            raise ValueError(f"step={step!r} is not valid; accepted values: an int >= 1")
         total = h * w
         order = saliency_order(_pixel_saliency(saliency, (h, w)), ties, seed).to(z.device)
         rank = torch.empty(total, dtype=torch.long, device=z.device)
@@ -233,14 +258,14 @@ def insertion_deletion(
         settings = {"preset": preset, "step": step, "ties": ties}
     else:
         sal = torch.as_tensor(saliency)
-        s = int(grid) if grid is not None else int(sal.shape[-1])
-        if s < 1:
-            raise ValueError(f"grid={grid!r} is not valid; accepted values: an int >= 1")
+        s = grid if grid is not None else int(sal.shape[-1])
+        if s > min(h, w):
+            raise ValueError(f"grid={grid!r} is not valid for a {h}x{w} image (the default grid is the saliency's "
+                             f"side, {s}); accepted values: an int in [1, {min(h, w)}]")
         cells = s * s
         if step is None:
             step = igospp_step(s)
-        if not isinstance(step, int) or step < 1:
-            raise ValueError(f"step={step!r} is not valid; accepted values: an int >= 1")
+        step = check_int("step", step, 1, cells)
         order = saliency_order(_grid_saliency(sal, s), ties, seed).to(z.device)
         rank = torch.empty(cells, dtype=torch.long, device=z.device)
         rank[order] = torch.arange(cells, device=z.device)
@@ -281,11 +306,15 @@ def evaluate_insertion_deletion(
     ``aucs``: one row per image and curve (image, method, preset, grid, curve, auc, target);
     ``curves``: the per-step rows with the same identifying columns.
     """
+    check_image(images, "images", min_size=getattr(clf, "min_input_size", 1), batch=True)
     n = images.shape[0]
     if len(saliencies) != n:
         raise ValueError(f"saliencies has {len(saliencies)} entries; accepted values: {n} (one per image)")
     targets = list(targets) if targets is not None else [None] * n
     ids = list(ids) if ids is not None else [str(i) for i in range(n)]
+    if len(targets) != n or len(ids) != n:
+        raise ValueError(f"targets has {len(targets)} and ids {len(ids)} entries; accepted values: {n} (one per "
+                         "image)")
     auc_rows, curve_frames = [], []
     for i in range(n):
         res = insertion_deletion(clf, images[i : i + 1], saliencies[i], targets[i], preset, **kwargs)

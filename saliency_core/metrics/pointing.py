@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_range
+from ..checks import check_image, check_int, check_range
 from ..perturbations import gaussian_blur
 
 __all__ = [
@@ -58,17 +58,26 @@ def _as_2d(saliency: Any) -> torch.Tensor:
     s = torch.as_tensor(np.asarray(saliency) if not isinstance(saliency, torch.Tensor) else saliency).float()
     while s.dim() > 2 and s.shape[0] == 1:
         s = s[0]
-    if s.dim() != 2:
+    if s.dim() != 2 or s.numel() == 0:
         raise ValueError(f"saliency has shape {tuple(s.shape)}; accepted values: an (H, W) map")
     return s
+
+
+def _check_size(name: str, size: Any) -> tuple[int, int]:
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={size!r} is not valid; accepted values: (H, W), two ints >= 1") from None
+    return check_int(f"{name}[0]", h, 1), check_int(f"{name}[1]", w, 1)
 
 
 def pointing_point(saliency: Any, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
     """(row, col) of the first maximum (row-major) of ``saliency`` resized bilinearly to ``image_size`` = (H, W)."""
     s = _as_2d(saliency)
+    if image_size is not None:
+        image_size = _check_size("image_size", image_size)
     if image_size is not None and tuple(image_size) != tuple(s.shape):
-        s = F.interpolate(s[None, None], size=tuple(int(v) for v in image_size), mode="bilinear",
-                          align_corners=False)[0, 0]
+        s = F.interpolate(s[None, None], size=image_size, mode="bilinear", align_corners=False)[0, 0]
     flat = s.flatten().cpu().numpy()
     if not np.isfinite(flat).any():
         raise ValueError("saliency is not valid; accepted values: a map with at least one finite value")
@@ -79,9 +88,7 @@ def pointing_point(saliency: Any, image_size: tuple[int, int] | None = None) -> 
 def pointing_hit(point: tuple[int, int], gt_mask: Any, tolerance: float = 15.0) -> bool:
     """True iff some ground-truth pixel lies at squared distance < tolerance² from ``point`` (strict, as TorchRay)."""
     check_range("tolerance", tolerance, 0.0)
-    gt = np.asarray(gt_mask, dtype=bool)
-    if gt.ndim != 2:
-        raise ValueError(f"gt_mask has shape {gt.shape}; accepted values: an (H, W) boolean mask")
+    gt = _check_gt(gt_mask)
     ys, xs = np.nonzero(gt)
     if ys.size == 0:
         return False
@@ -89,26 +96,54 @@ def pointing_hit(point: tuple[int, int], gt_mask: Any, tolerance: float = 15.0) 
     return bool((d2 < tolerance**2).any())
 
 
+def _check_gt(gt_mask: Any) -> np.ndarray:
+    """An (H, W) boolean mask: bools, or 0/1 numbers (a mask of other values is refused, not thresholded)."""
+    a = np.asarray(gt_mask)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"gt_mask has shape {a.shape}; accepted values: an (H, W) boolean mask")
+    if a.dtype != bool and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"gt_mask has values other than 0/1 (dtype {a.dtype}); accepted values: an (H, W) boolean "
+                         "mask")
+    return a.astype(bool)
+
+
 def boxes_to_mask(boxes: Sequence[Sequence[float]], image_size: tuple[int, int]) -> np.ndarray:
     """Union of boxes (x0, y0, x1, y1) in pixels, x1/y1 exclusive, as an (H, W) boolean mask (VOC ground truth)."""
-    h, w = int(image_size[0]), int(image_size[1])
+    h, w = _check_size("image_size", image_size)
     m = np.zeros((h, w), dtype=bool)
-    for b in boxes:
-        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+    for i, b in enumerate(boxes):
+        x0, y0, x1, y1 = _check_box(f"boxes[{i}]", b)
         m[max(y0, 0): max(min(y1, h), 0), max(x0, 0): max(min(x1, w), 0)] = True
     return m
+
+
+def _check_box(name: str, box: Any) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) finite numbers with x0 < x1 and y0 < y1, rounded to pixels."""
+    try:
+        vals = [float(v) for v in box]
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) != 4 or not all(np.isfinite(vals)) or not (vals[0] < vals[2] and vals[1] < vals[3]):
+        raise ValueError(f"{name}={box!r} is not valid; accepted values: (x0, y0, x1, y1) finite pixels with "
+                         "x0 < x1 and y0 < y1")
+    x0, y0, x1, y1 = (int(round(v)) for v in vals)
+    return x0, y0, x1, y1
 
 
 def ep_pointing_saliency(masks: torch.Tensor, image_size: tuple[int, int] | None = None,
                          smooth: float = 0.09) -> torch.Tensor:
     """TorchRay's EP pointing saliency: area masks (K, H, W) resized to ``image_size``, summed, then blurred with
     σ = smooth·min(H, W) and zero padding (which pulls the argmax away from the border and breaks plateau ties)."""
+    check_range("smooth", smooth, 0.0)
     m = torch.as_tensor(masks).float()
     if m.dim() == 2:
         m = m[None]
+    if m.dim() != 3 or m.numel() == 0 or not bool(torch.isfinite(m).all()):
+        raise ValueError(f"masks has shape {tuple(m.shape)}; accepted values: finite (K, H, W) or (H, W) masks")
+    if image_size is not None:
+        image_size = _check_size("image_size", image_size)
     if image_size is not None and tuple(image_size) != tuple(m.shape[-2:]):
-        m = F.interpolate(m[:, None], size=tuple(int(v) for v in image_size), mode="bilinear",
-                          align_corners=False)[:, 0]
+        m = F.interpolate(m[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
     s = m.sum(0, keepdim=True)[None]
     if smooth > 0:
         s = gaussian_blur(s, smooth * min(s.shape[-2:]), pad="zeros")
@@ -124,10 +159,13 @@ class PointingGame:
     misses: dict[Any, int] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.tolerance = check_range("tolerance", self.tolerance, 0.0)
+
     def evaluate(self, saliency: Any, gt_mask: Any, cls: Any, image_id: str = "",
                  image_size: tuple[int, int] | None = None) -> bool:
         """Score one (image, class) query; ``image_size`` defaults to the ground-truth mask's size."""
-        gt = np.asarray(gt_mask, dtype=bool)
+        gt = _check_gt(gt_mask)
         point = pointing_point(saliency, image_size or gt.shape)
         hit = pointing_hit(point, gt, self.tolerance)
         self.hits[cls] = self.hits.get(cls, 0) + int(hit)
@@ -151,8 +189,19 @@ def paste_object(obj: torch.Tensor, canvas_size: int = 224, obj_size: int = 96, 
     Returns the (3, S, S) image and the (S, S) ground-truth mask of the pasted square. ``top_left`` (row, col)
     defaults to a seeded random position (``generator``).
     """
+    check_image(obj, "obj")
+    canvas_size = check_int("canvas_size", canvas_size, 1)
+    obj_size = check_int("obj_size", obj_size, 1)
+    check_range("background", background, 0.0, 1.0)
     if obj_size > canvas_size:
         raise ValueError(f"obj_size={obj_size!r} is not valid; accepted values: an int <= canvas_size={canvas_size}")
+    if obj.dim() == 4:
+        obj = obj[0]
+    if top_left is not None:  # the object must fit on the canvas (a clipped paste would misplace the ground truth)
+        if not isinstance(top_left, (tuple, list)) or len(top_left) != 2:
+            raise ValueError(f"top_left={top_left!r} is not valid; accepted values: (row, col), two ints in "
+                             f"[0, {canvas_size - obj_size}]")
+        top_left = tuple(check_int(f"top_left[{i}]", v, 0, canvas_size - obj_size) for i, v in enumerate(top_left))
     o = F.interpolate(obj[None].float(), size=(obj_size, obj_size), mode="bilinear", align_corners=False,
                       antialias=True)[0].clamp(0, 1)
     if top_left is None:
@@ -180,7 +229,12 @@ def synthetic_pointing_check(
     grey canvas and ``saliency_fn(scene (1, 3, S, S), label)`` must point inside (within ``tolerance`` px) the
     pasted square. Returns the game (class-mean accuracy) and per-scene rows (including the scene tensors' boxes).
     """
-    gen = torch.Generator().manual_seed(int(seed))
+    check_image(images, "images", batch=True)
+    seed = check_int("seed", seed, 0)
+    if len(labels) != images.shape[0] or (image_ids is not None and len(image_ids) != images.shape[0]):
+        raise ValueError(f"labels has {len(labels)} entries; accepted values: {images.shape[0]} (one per image, as "
+                         "image_ids)")
+    gen = torch.Generator().manual_seed(seed)
     game = PointingGame(tolerance=tolerance)
     scenes = []
     for i in range(images.shape[0]):
@@ -209,8 +263,12 @@ def load_boxes(path: str | Path) -> dict[str, list[tuple[int, tuple[float, float
         for row in csv.DictReader(fh):
             try:
                 box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
-                out.setdefault(Path(row["file"]).name, []).append((int(row["class_index"]), box))
-            except (KeyError, ValueError):
+                _check_box("box", box)
+                cls = int(row["class_index"])
+                if not row["file"] or cls < 0:
+                    raise ValueError
+                out.setdefault(Path(row["file"]).name, []).append((cls, box))
+            except (KeyError, ValueError, TypeError):
                 raise ValueError(f"{path.name}: row {row} is not valid; accepted values: "
                                  "file,class_index,x0,y0,x1,y1") from None
     return out

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..checks import check_choice
+from ..checks import check_bool, check_choice, check_image, check_int, check_range
 
 __all__ = ["randomize_layers", "randomized_copy", "cascading_randomization", "similarities", "normalize_abs",
            "normalize_signed"]
@@ -42,8 +42,11 @@ def randomize_layers(net: nn.Module, names: Sequence[str], init: str = "default"
                      reset_bn_stats: bool = False) -> None:
     """Re-initialise (in place) every parameter of the modules ``names`` of ``net``."""
     check_choice("init", init, ("default", "uniform0.05"))
-    for j, name in enumerate(names):
-        module = net.get_submodule(name)
+    seed = check_int("seed", seed, 0)
+    stage = check_int("stage", stage, 0)
+    check_bool("reset_bn_stats", reset_bn_stats)
+    modules = [_submodule(net, name) for name in _check_names(names)]
+    for j, module in enumerate(modules):
         s = _seed_for(seed, stage, j)
         with torch.no_grad():
             if init == "uniform0.05":
@@ -64,6 +67,22 @@ def randomize_layers(net: nn.Module, names: Sequence[str], init: str = "default"
                     if saved is not None:
                         sub.running_mean.copy_(saved[0])
                         sub.running_var.copy_(saved[1])
+
+
+def _check_names(names: Any) -> list[str]:
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"layers={names!r} is not valid; accepted values: a list of module names (clf.layer_order)")
+    return list(names)
+
+
+def _submodule(net: nn.Module, name: Any) -> nn.Module:
+    try:
+        if not isinstance(name, str) or not name:
+            raise AttributeError
+        return net.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"layer={name!r} is not valid; accepted values: module names of clf.net such as "
+                         "clf.layer_order") from None
 
 
 def randomized_copy(clf, names: Sequence[str], init: str = "default", seed: int = 0, stage: int = 0,
@@ -89,11 +108,20 @@ def cascading_randomization(clf, x: torch.Tensor, explainer_factory: Callable[[A
     """
     check_choice("cascade", cascade, ("fresh", "cumulative"))
     check_choice("target", target, ("rederive", "original"))
+    check_choice("init", init, ("default", "uniform0.05"))
+    seed = check_int("seed", seed, 0)
+    check_bool("reset_bn_stats", reset_bn_stats)
+    if not callable(explainer_factory):
+        raise ValueError(f"explainer_factory={explainer_factory!r} is not valid; accepted values: a callable "
+                         "classifier -> Explainer, e.g. lambda c: get_explainer('gradient', c)")
+    check_image(x, "x", min_size=getattr(clf, "min_input_size", 1))
     if x.dim() == 3:
         x = x.unsqueeze(0)
-    layers = list(clf.layer_order if layers is None else layers)
+    layers = _check_names(clf.layer_order if layers is None else layers)
     if not layers:
         raise ValueError("layers=[] is not valid; accepted values: module names of clf.net (clf.layer_order)")
+    for name in layers:
+        _submodule(clf.net, name)
     t0 = clf.top1(x)
     ex0 = explainer_factory(clf).explain(x, t0)
     stages = [{"stage": "original", "map": ex0.map, "target": t0, "top1": t0}]
@@ -156,8 +184,12 @@ def similarities(ref: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarra
 
     a = np.asarray(ref.detach().cpu() if isinstance(ref, torch.Tensor) else ref, dtype=np.float64)
     b = np.asarray(other.detach().cpu() if isinstance(other, torch.Tensor) else other, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2:
+    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
         raise ValueError(f"maps have shapes {a.shape} and {b.shape}; accepted values: two (H, W) maps of one size")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("maps contain NaN or Inf; accepted values: two finite (H, W) maps")
+    check_range("ssim_data_range", ssim_data_range, 0.0, low_inclusive=False)
+    hog_pixels_per_cell = check_int("hog_pixels_per_cell", hog_pixels_per_cell, 1)
     na, nb = normalize_abs(a), normalize_abs(b)
     out = {"spearman_abs": _spearman(na, nb), "spearman_signed": _spearman(normalize_signed(a), normalize_signed(b))}
     ma, mb = _minmax(na), _minmax(nb)
