@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,8 +50,10 @@ def test_constant_fills_and_masked_order():
     assert torch.equal(out[2, :, 1, 1], x[0, :, 1, 1]) and float(out[3].abs().sum()) == 0
     assert float(masked_images(x, s, [4], "white").min()) == 1.0
     assert torch.allclose(masked_images(x, s, [4], "gray"), torch.full((1, 3, 2, 2), 0.5))
-    m = masked_images(x, s, [4], "mean")
+    m = masked_images(x, s, [4], "mean_exact")
     assert torch.allclose(m[0, :, 0, 0], x[0].mean((1, 2)))
+    m = masked_images(x, s, [4], "mean")  # official: truncated to an integer grey level
+    assert torch.allclose(m[0, :, 0, 0], torch.floor(x[0].mean((1, 2)) * 255) / 255)
 
 
 def test_noise_seeded_range_and_averaging_ready():
@@ -69,3 +72,23 @@ def test_bad_inputs():
         fill_image(_img(), torch.zeros(2, 2), "blur")
     with pytest.raises(ValueError, match="saliency"):
         masked_images(_img(), torch.zeros(3, 3), [1], "black")
+
+
+def test_mean_fill_is_the_official_truncated_integer_mean():
+    """Official get_mask: background = mean over the integer RGB image, written into the integer image (truncated)."""
+    g = torch.Generator().manual_seed(5)
+    ints = torch.randint(0, 256, (1, 3, 6, 7), generator=g)
+    x = ints.float() / 255.0
+    img = ints[0].permute(1, 2, 0).numpy()  # (H, W, 3) integers, as the official code holds the image
+    background = img.mean((0, 1))
+    official = img.copy()
+    official[:, :] = background  # numpy casts the float mean to the integer dtype: truncation
+    s = torch.arange(42.0).view(6, 7)
+    out = masked_images(x, s, [42], "mean")[0]
+    np.testing.assert_array_equal(np.rint(out.permute(1, 2, 0).double().numpy() * 255).astype(int), official)
+    exact = masked_images(x, s, [42], "mean_exact")[0]
+    torch.testing.assert_close(exact[:, 0, 0], x[0].mean((1, 2)))
+    assert bool((out[:, 0, 0] <= exact[:, 0, 0] + 1e-7).all())
+    # an exact integer mean is not rounded down by float error
+    flat = torch.full((1, 3, 2, 2), 100 / 255)
+    assert torch.allclose(masked_images(flat, torch.ones(2, 2), [4], "mean") * 255, torch.full((1, 3, 2, 2), 100.0))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_classifier
 from torch import nn
 
 from saliency_core.metrics.sensitivity import (
@@ -17,7 +18,6 @@ from saliency_core.metrics.sensitivity import (
     parse_masking,
     s_key,
 )
-from tests.conftest import make_classifier
 
 
 class Wiggly(nn.Module):

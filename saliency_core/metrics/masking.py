@@ -1,4 +1,4 @@
-"""Masking schemes for ranking protocols on [0, 1] RGB images (protocols.md §7, tie rule §11).
+"""Masking schemes for ranking protocols on [0, 1] RGB images (appendix §7, tie rule §11).
 
 Pixels are ranked by |saliency| in descending order with the §11 tie rule: a stable sort on (−score, index),
 i.e. row-major order among equal values (``ties="stable"``), or a seeded random order among ties
@@ -7,7 +7,9 @@ i.e. row-major order among equal values (``ties="stable"``), or a seeded random 
 =============  ==============================================================================================
 ``distance``   pixel − K/255 where saliency ≥ 0, pixel + K/255 where < 0, clipped to [0, 1] (Distance-K)
 ``black``      0 (black-out)           ``white``  1 (white-out)          ``gray``  0.5
-``mean``       the image's mean RGB colour
+``mean``       the image's mean RGB colour truncated to an integer grey level, ⌊255·mean⌋/255 per channel
+               (the official ``get_mask``: the float mean is written into the integer image)
+``mean_exact`` the image's exact mean RGB colour (no truncation)
 ``noise``      uniform integers 0..254 per channel, /255 (official range), seeded; one draw per repeat,
                shared by every masked fraction of that repeat (common random numbers across α)
 =============  ==============================================================================================
@@ -26,7 +28,7 @@ from ..checks import check_choice, check_range
 
 __all__ = ["SCHEMES", "saliency_order", "rank_pixels", "n_masked", "fill_image", "masked_images", "mask_fraction"]
 
-SCHEMES = ("distance", "black", "white", "mean", "noise", "gray")
+SCHEMES = ("distance", "black", "white", "mean", "mean_exact", "noise", "gray")
 
 
 def saliency_order(saliency: torch.Tensor, ties: str = "stable", seed: int = 0) -> torch.Tensor:
@@ -77,8 +79,11 @@ def fill_image(x: torch.Tensor, saliency: torch.Tensor, scheme: str, K: float = 
         return torch.ones_like(x)
     if scheme == "gray":
         return torch.full_like(x, 0.5)
-    if scheme == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if scheme in ("mean", "mean_exact"):
+        m = x.double().mean(dim=(2, 3), keepdim=True)
+        if scheme == "mean":  # the 1e-6 guard keeps an exact integer mean (k/255 averages) from rounding down
+            m = torch.floor(m * 255.0 + 1e-6) / 255.0
+        return m.to(x.dtype).expand_as(x).clone()
     noise = torch.randint(0, 255, x.shape, generator=generator, dtype=torch.int64)
     return (noise.to(torch.float32) / 255.0).to(x)
 

@@ -1,7 +1,8 @@
-"""LEG's sensitivity protocols (protocols.md §7): log-odds-ratio (LOR) curves and the key masking size S_key.
+"""LEG's sensitivity protocols (appendix §7): log-odds-ratio (LOR) curves and the key masking size S_key.
 
-Maskings are named ``"dist-K"`` (Distance-K, K in grey levels), ``"black"``, ``"white"``, ``"mean"``, ``"noise"``,
-``"gray"`` (see :mod:`saliency_core.metrics.masking`).
+Maskings are named ``"dist-K"`` (Distance-K, K in grey levels), ``"black"``, ``"white"``, ``"mean"`` (the official
+mean colour truncated to an integer grey level), ``"mean_exact"``, ``"noise"``, ``"gray"`` (see
+:mod:`saliency_core.metrics.masking`).
 
 * **LOR** (``plots/IMAGENET_SEN_PLOT1.py``): p(α) = P(clean top-1 | masked image); probabilities are averaged over
   images FIRST, p̄(α), then LOR(α) = log[odds(p̄(α)) / odds(p̄(0))]. Noise masking averages ``noise_repeats`` = 2
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checks import check_choice
+from ..checks import check_choice, check_image, check_int, check_target
 from .masking import fill_image, masked_images, n_masked, rank_pixels
 
 __all__ = ["parse_masking", "lor_probabilities", "lor_from_probabilities", "s_key", "s_key_table", "mean_se"]
@@ -37,7 +38,7 @@ def parse_masking(name: str) -> tuple[str, float]:
     m = re.fullmatch(r"dist(?:ance)?-(\d+(?:\.\d+)?)", name)
     if m:
         return "distance", float(m.group(1))
-    check_choice("masking", name, ("dist-K", "black", "white", "mean", "noise", "gray"))
+    check_choice("masking", name, ("dist-K", "black", "white", "mean", "mean_exact", "noise", "gray"))
     return name, 0.0
 
 
@@ -54,6 +55,8 @@ def lor_probabilities(clf, images: torch.Tensor, maps: Mapping[str, Sequence[tor
 
     ``maps[method][i]`` is the ``(H, W)`` saliency of ``images[i]``; ``alphas`` default ``linspace(0, 0.4, 10)``.
     """
+    check_image(images, "images", min_size=getattr(clf, "min_input_size", 1), batch=True)
+    noise_repeats = check_int("noise_repeats", noise_repeats, 1, 10_000)
     alphas = np.linspace(0, 0.4, 10) if alphas is None else np.asarray(alphas, dtype=float)
     n, hw = images.shape[0], math.prod(images.shape[-2:])
     if targets is None:
@@ -100,10 +103,15 @@ def s_key(clf, x: torch.Tensor, saliency: torch.Tensor, masking: str = "dist-100
     Returns dict(s_key, index (None when no change), n_evals, search). ``target`` is the clean top-1 (default).
     """
     check_choice("search", search, ("scan", "bisect", "brute"))
+    check_image(x, "x", min_size=getattr(clf, "min_input_size", 1))
+    n_grid = check_int("n_grid", n_grid, 2, 1_000_000)
+    batch_size = check_int("batch_size", batch_size, 1)
+    first_batch = check_int("first_batch", first_batch, 1)
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if target is None:
         target = clf.top1(x)
+    target = check_target(target, clf.num_classes)
     scheme, K = parse_masking(masking)
     sal = torch.as_tensor(saliency).to(torch.float32)
     rank = rank_pixels(sal, ties, seed)
@@ -162,6 +170,7 @@ def s_key_table(clf, images: torch.Tensor, maps: Mapping[str, Sequence[torch.Ten
                 maskings: Sequence[str] = ("dist-100", "black", "white", "mean", "noise"),
                 targets: Sequence[int] | None = None, **kw: Any) -> pd.DataFrame:
     """Tidy S_key rows (method, masking, image, s_key, n_evals) for every image, method and masking."""
+    check_image(images, "images", min_size=getattr(clf, "min_input_size", 1), batch=True)
     n = images.shape[0]
     if targets is None:
         targets = clf.logits(images).argmax(1).tolist()
