@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import LinearNet, make_classifier
@@ -11,11 +12,11 @@ from saliency_core import get_explainer
 from saliency_core.methods.invariant import (
     LPInvariantPerturbation,
     StochasticInvariantPerturbation,
-    box_from_explanation,
-    invariance_rate,
     margin_jacobian,
+    slack_row_rule,
     solve_invariance_lp,
 )
+from saliency_core.metrics.invariance import box_from_explanation, invariance_rate
 
 
 class ToyNet(nn.Module):
@@ -204,3 +205,26 @@ def test_lp_smooth_seeded(linear_classifier):
     b = get_explainer("invariant_lp_smooth", linear_classifier, seed=0, **kw).explain(x).extras["rhs"]
     c = get_explainer("invariant_lp_smooth", linear_classifier, seed=1, **kw).explain(x).extras["rhs"]
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_slack_row_rule_is_a_thresholded_patch_gradient():
+    """One constraint row with an active slack: u_i = δ where A_i < 1/s, else 0 (and v with B), by the LP's own
+    optimality: raising u_i by ε gains ε and costs s·A_i·ε through r."""
+    rng = np.random.default_rng(0)
+    n, delta, s = 40, 0.1, 0.47
+    A = rng.uniform(0, 5, size=(1, n))
+    B = rng.uniform(0, 5, size=(1, n))
+    rhs = np.array([0.01])
+    sol = solve_invariance_lp(A, B, rhs, delta, s)
+    assert sol["r"] > 0
+    rule = slack_row_rule(A, B, rhs, sol["u"], sol["v"], delta, s)
+    np.testing.assert_allclose(sol["u"], np.where(A[0] < 1 / s, delta, 0.0), atol=1e-7)
+    np.testing.assert_allclose(sol["v"], np.where(B[0] < 1 / s, delta, 0.0), atol=1e-7)
+    assert rule["agreement"] == 1.0 and rule["row"] == 0 and rule["rows_at_r"] == 1
+    assert rule["r"] == pytest.approx(sol["r"], rel=1e-6)
+    # a second, non-binding row does not change the rule; the reported row is the one that sets r
+    A2 = np.vstack([A * 0.01, A])
+    B2 = np.vstack([B * 0.01, B])
+    sol2 = solve_invariance_lp(A2, B2, np.array([1.0, 0.01]), delta, s)
+    rule2 = slack_row_rule(A2, B2, np.array([1.0, 0.01]), sol2["u"], sol2["v"], delta, s)
+    assert rule2["row"] == 1 and rule2["agreement"] == 1.0

@@ -1,7 +1,7 @@
 """Maximal invariant data perturbation: stochastic (Ikeno & Hara 2018) and LP / LP(Smooth) (Hara et al. 2018).
 
 Both methods look for a box of perturbations around ``x`` inside which the model's decision stays ``c``
-(protocols.md §2). A pixel whose box is large is irrelevant; the score (higher = more relevant) is the
+(appendix §2). A pixel whose box is large is irrelevant; the score (higher = more relevant) is the
 negative box size.
 
 * :class:`StochasticInvariantPerturbation` (``"invariant_stochastic"``): Algorithm 1 of Ikeno & Hara,
@@ -10,8 +10,9 @@ negative box size.
 * :class:`LPInvariantPerturbation` (``"invariant_lp"``; ``"invariant_lp_smooth"`` = the same with 10 noisy
   linearisation points): the linear programme of Hara et al. solved with HiGHS or Clarabel (no CPLEX).
 
-:func:`invariance_rate` measures the invariance actually achieved by a box (the fraction of uniform draws
-inside it that keep the class), which is the quantity the stochastic paper argues the LP gets wrong.
+How invariant the returned boxes really are is measured in :mod:`saliency_core.metrics.invariance` (a worst-case
+search and the uniform-draw rate). :func:`slack_row_rule` measures how close an LP solution is to the rule that a
+single slack-setting constraint row implies (a thresholded patch gradient).
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ __all__ = [
     "LPSmoothInvariantPerturbation",
     "margin_jacobian",
     "solve_invariance_lp",
-    "box_from_explanation",
-    "invariance_rate",
+    "slack_row_rule",
 ]
 
 #: LP solvers: "highs" = scipy.optimize.linprog(method="highs"); the others through cvxpy
@@ -242,7 +242,7 @@ class LPInvariantPerturbation(Explainer):
 
     Variables: u, v ∈ [0, δ] per ``patch``×``patch`` block and channel (2·3·(H/p)(W/p) values; 4704 at 224²),
     one shared slack r ≥ 0. Every pixel of block k may move independently in [−v_k, +u_k]; the exact worst
-    first-order margin drop is Σ_block |h⁻| u + Σ_block h⁺ v, so the LP is (protocols.md §2.2)
+    first-order margin drop is Σ_block |h⁻| u + Σ_block h⁺ v, so the LP is (appendix §2.2)
 
     .. math:: \max\ \Sigma u + \Sigma v - \lambda\,(2\,\mathrm{xdim})\,r \quad \text{s.t.}\quad
               |H^-_{ij}|\,u + H^+_{ij}\,v - r \le \mathrm{RHS}_{ij}
@@ -282,7 +282,8 @@ class LPInvariantPerturbation(Explainer):
 
     def lp_rows(self, x: torch.Tensor, target: int) -> dict[str, Any]:
         """The LP data for image ``x`` (1, 3, H, W): ``A`` = patch sums of |h⁻|, ``B`` = of h⁺ (rows × 3·(H/p)(W/p)),
-        ``rhs``, and the gradient / build times."""
+        ``rhs``, the gradient / build times, ``competitors`` (the classes j of the rows of one linearisation point,
+        in order) and ``points`` (linearisation points; row = point·len(competitors) + competitor)."""
         _, ch, h, wd = x.shape
         _check_patch(self.patch, h, wd)
         p = self.patch
@@ -329,7 +330,8 @@ class LPInvariantPerturbation(Explainer):
         B = torch.cat(rows_b).double().numpy()
         rhs = torch.cat(rows_rhs).double().numpy()
         build_s += time.perf_counter() - t0
-        return {"A": A, "B": B, "rhs": rhs, "grad_s": grad_s, "build_s": build_s}
+        return {"A": A, "B": B, "rhs": rhs, "grad_s": grad_s, "build_s": build_s, "competitors": others,
+                "points": len(noises)}
 
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         _, ch, h, wd = x.shape
@@ -359,39 +361,25 @@ class LPSmoothInvariantPerturbation(LPInvariantPerturbation):
                          batch_size=batch_size)
 
 
-# --------------------------------------------------------------------------------------------
-# invariance actually achieved
-# --------------------------------------------------------------------------------------------
-def box_from_explanation(expl) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lower, upper) perturbation bounds (3, H, W) of an invariant-perturbation explanation.
+def slack_row_rule(A: np.ndarray, B: np.ndarray, rhs: np.ndarray, u: np.ndarray, v: np.ndarray, delta: float,
+                   slack_weight: float, tol: float = 1e-6) -> dict[str, Any]:
+    """How close an LP solution (u, v) is to the rule implied by the single row that sets the slack r.
 
-    Stochastic: [−w, +w]. LP: [−v, +u] per block, expanded to pixels.
+    With r > 0 and one row k* attaining r = max_k (A u + B v − rhs)_k, raising u_i by ε gains ε in the objective
+    and costs slack_weight·A_{k*i}·ε, so the optimum is u_i = δ·[A_{k*i} < 1/slack_weight] and
+    v_i = δ·[B_{k*i} < 1/slack_weight]: a **thresholded patch gradient** of that row's competitor
+    (|h⁻| and h⁺ summed over the patch). Returns ``row`` (k*), ``r``, ``threshold`` (1/slack_weight),
+    ``agreement`` (fraction of the 2·n variables equal to the rule's value, within tol·δ), ``rows_at_r`` (rows
+    within tol·max(1, r) of r: more than one means the rule is only approximate) and ``rule_u``/``rule_v``.
     """
-    ex = expl.extras
-    if "w" in ex:
-        return -ex["w"], ex["w"]
-    if "u" in ex and "v" in ex:
-        p = int(ex.get("patch", 1))
-        return -_expand(ex["v"], p), _expand(ex["u"], p)
-    raise ValueError(f"method={expl.method!r} is not valid; accepted values: an invariant_* explanation")
-
-
-@torch.no_grad()
-def invariance_rate(model, x: torch.Tensor, target: int, lower: torch.Tensor, upper: torch.Tensor,
-                    n_samples: int = 256, seed: int = 0, batch_size: int = 64, clip: bool = False) -> float:
-    """Fraction of uniform draws Δ ~ U[lower, upper] (per pixel and channel) with top-1(x + Δ) = ``target``."""
-    check_range("n_samples", n_samples, 1)
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    gen = torch.Generator().manual_seed(seed)
-    lo = lower.to(torch.float32).unsqueeze(0)
-    hi = upper.to(torch.float32).unsqueeze(0)
-    kept = 0
-    for s in range(0, n_samples, batch_size):
-        n = min(batch_size, n_samples - s)
-        t = torch.rand((n,) + tuple(x.shape[1:]), generator=gen)
-        xp = x.cpu() + lo + t * (hi - lo)
-        if clip:
-            xp = xp.clamp(0.0, 1.0)
-        kept += int((model.logits(xp.to(model.device), batch_size=n).argmax(1) == target).sum())
-    return kept / n_samples
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    lhs = A @ np.asarray(u, dtype=np.float64) + B @ np.asarray(v, dtype=np.float64) - np.asarray(rhs, np.float64)
+    k = int(np.argmax(lhs))
+    r = max(float(lhs[k]), 0.0)
+    thr = 1.0 / slack_weight if slack_weight > 0 else np.inf
+    rule_u = np.where(A[k] < thr, delta, 0.0)
+    rule_v = np.where(B[k] < thr, delta, 0.0)
+    agree = np.concatenate([np.abs(u - rule_u), np.abs(v - rule_v)]) <= tol * max(delta, 1e-12) + 1e-9
+    return {"row": k, "r": r, "threshold": thr, "agreement": float(agree.mean()),
+            "rows_at_r": int((lhs >= lhs[k] - tol * max(1.0, abs(r))).sum()), "rule_u": rule_u, "rule_v": rule_v}
