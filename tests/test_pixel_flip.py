@@ -1,8 +1,9 @@
-"""Pixel-flip protocol (protocols.md §6): exact counts, tie rule, nesting, monotone curves, CI, AUC, bad inputs."""
+"""Pixel-flip protocol (appendix §6): exact counts, tie rule, nesting, monotone curves, CI, AUC, bad inputs."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import make_classifier
@@ -118,7 +119,8 @@ def test_tidy_output_and_auc(one_pixel):
             for _ in range(4)]
     bad = [-m for m in good]
     df = pixel_flip_curve(one_pixel, images, {"good": good, "bad": bad}, image_ids=list("abcd"))
-    assert list(df.columns) == ["method", "image", "tau", "n_flipped", "fraction_flipped", "target", "top1", "changed"]
+    assert list(df.columns) == ["method", "image", "tie_draw", "tau", "n_flipped", "fraction_flipped", "target", "top1",
+                                "changed"]
     assert len(df) == 2 * 4 * len(DEFAULT_TAUS)
     aucs = auc_table(summarize(df)).set_index("method")["auc"]
     assert aucs["good"] == 0.0
@@ -155,3 +157,56 @@ def test_bad_inputs(one_pixel):
         flip_images(x, bad, [0.5])
     with pytest.raises(ValueError, match="accepted values"):
         pixel_flip_curve(one_pixel, x, {"m": []})
+
+
+def _restated_random_flip_set(score: torch.Tensor, k: int, seed: int) -> set[int]:
+    """The k pixels a random-tie order flips, re-stated: all pixels below the k-th smallest value v, and the first
+    (k − #below) pixels tied at v in the order of the seeded permutation, read from its end (least relevant last
+    in the permutation = first flipped)."""
+    flat = score.flatten().double()
+    v = torch.sort(flat).values[k - 1]
+    below = {int(i) for i in torch.nonzero(flat < v).flatten()}
+    perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(seed)).tolist()
+    tied_in_perm_order = [i for i in perm if float(flat[i]) == float(v)]
+    need = k - len(below)
+    return below | set(tied_in_perm_order[::-1][:need])
+
+
+def test_random_ties_flip_a_seeded_subset_of_the_plateau():
+    score = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 2.0], [3.0, 0.0, 0.0, 0.0], [5.0, 4.0, 0.0, 0.0]])
+    x = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for seed in range(6):
+        xs, counts = flip_images(x, score, [0.25, 0.5, 0.75], fill=0.5, ties="random", seed=seed)
+        flipped = [set(torch.nonzero((xs[t, 0] == 0.5).flatten() & (x[0] != 0.5).flatten()).flatten().tolist())
+                   for t in range(3)]
+        assert counts == [4, 8, 12]
+        assert flipped[0] <= flipped[1] <= flipped[2]  # nested in τ
+        assert flipped[0] == _restated_random_flip_set(score, 4, seed)
+        assert flipped[2] == _restated_random_flip_set(score, 12, seed)
+        seen.add(frozenset(flipped[0]))
+    assert len(seen) > 1  # the plateau is cut differently by different seeds
+    # distinct values: random ties change nothing
+    distinct = torch.arange(16.0).view(4, 4)
+    a, _ = flip_images(x, distinct, DEFAULT_TAUS, ties="random", seed=3)
+    b, _ = flip_images(x, distinct, DEFAULT_TAUS)
+    assert torch.equal(a, b)
+
+
+def test_random_tie_curve_averages_draws(one_pixel):
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    images[:, 0, 2, 3] = 0.9
+    flat = [torch.zeros(8, 8), torch.zeros(8, 8)]  # one plateau: only the tie order decides
+    df = pixel_flip_curve(one_pixel, images, {"flat": flat}, taus=[0.0, 0.5], ties="random", tie_draws=8, seed=0)
+    assert sorted(df["tie_draw"].unique().tolist()) == list(range(8)) and len(df) == 2 * 8 * 2
+    again = pixel_flip_curve(one_pixel, images, {"flat": flat}, taus=[0.0, 0.5], ties="random", tie_draws=8, seed=0)
+    pd.testing.assert_frame_equal(df, again)
+    cur = summarize(df).set_index("tau")
+    at_half = df[df.tau == 0.5]["changed"].mean()
+    assert cur.loc[0.5, "fraction_changed"] == pytest.approx(at_half) and cur.loc[0.5, "n_images"] == 2
+    assert 0.0 < at_half < 1.0  # the decisive pixel is flipped in some draws, not in others (p = 1/2 per draw)
+    assert np.isnan(cur.loc[0.5, "ci_low"])
+    stable = summarize(pixel_flip_curve(one_pixel, images, {"flat": flat}, taus=[0.0, 0.5], tie_draws=8))
+    assert stable["n_images"].tolist() == [2, 2]  # tie_draws is ignored for the stable order
+    with pytest.raises(ValueError, match="ties="):
+        pixel_flip_curve(one_pixel, images, {"flat": flat}, ties="shuffle")
