@@ -32,7 +32,17 @@ from torch import nn
 quantus = pytest.importorskip("quantus")
 
 from saliency_core import get_explainer  # noqa: E402
-from saliency_core.interop.quantus import curve_auc, explain, numpy_trapz, road_pixels  # noqa: E402
+from saliency_core.interop.quantus import (  # noqa: E402
+    Recorder,
+    block_average,
+    curve_auc,
+    explain,
+    numpy_trapz,
+    randomised_layers,
+    road_pixel_counts,
+    road_pixels,
+    whole_pixel_points,
+)
 from saliency_core.metrics.insertion_deletion import insertion_deletion  # noqa: E402
 from saliency_core.metrics.pixel_flip import pixel_flip  # noqa: E402
 from saliency_core.metrics.sanity import cascading_randomization, randomized_copy  # noqa: E402
@@ -176,7 +186,7 @@ def test_pixel_flipping_equals_our_deletion_every_third_step(clf, data):
     for i in range(3):
         ours = insertion_deletion(clf, x[i], torch.from_numpy(maps[i, 0]), int(y[i]), "rise", step=step,
                                   curves=("deletion",)).curves.score.to_numpy()
-        assert np.abs(curves[i][2::3] - ours[1:]).max() < 1e-6
+        assert np.abs(whole_pixel_points(curves[i]) - ours[1:]).max() < 1e-6
         # the other steps flip single channels of a pixel: values our curve does not have
         assert np.abs(curves[i][0::3] - ours[1:]).max() > 1e-3
 
@@ -184,8 +194,7 @@ def test_pixel_flipping_equals_our_deletion_every_third_step(clf, data):
 def test_region_perturbation_equals_our_deletion_on_a_block_map(clf, data):
     x, y = data
     p = 4
-    maps = torch.from_numpy(explain(clf.pixel_model, x.numpy(), y, method="gradient"))
-    block = torch.nn.functional.avg_pool2d(maps, p).repeat_interleave(p, -2).repeat_interleave(p, -1).numpy()
+    block = block_average(explain(clf.pixel_model, x.numpy(), y, method="gradient"), p)
     metric = quantus.RegionPerturbation(patch_size=p, order="morf", regions_evaluation=(32 // p) ** 2,
                                         perturb_baseline=FILL, disable_warnings=True)
     drops = np.asarray(metric(model=clf.pixel_model, x_batch=x.numpy(), y_batch=y, a_batch=block, device="cpu"))
@@ -202,7 +211,8 @@ def test_road_with_a_constant_fill_equals_our_pixel_flip_most_relevant_first(clf
     metric = quantus.ROAD(percentages=percentages, perturb_func=road_pixels,
                           perturb_func_kwargs={"perturb_baseline": FILL}, disable_warnings=True)
     acc = metric(model=clf.pixel_model, x_batch=x.numpy(), y_batch=y, a_batch=maps, device="cpu", batch_size=8)
-    n_pix = [math.ceil(int(1024 * q / 100) / 3) for q in percentages]  # features of H·W → whole pixels
+    n_pix = road_pixel_counts(percentages, 32, 32)
+    assert n_pix == [math.ceil(int(1024 * q / 100) / 3) for q in percentages]  # features of H·W → pixels
     taus = [n / 1024 for n in n_pix]
     changed = np.mean([pixel_flip(clf, x[i], -torch.from_numpy(maps[i, 0]), taus, FILL, int(y[i])).changed
                        for i in range(3)], axis=0)
@@ -244,15 +254,19 @@ def test_mprt_equals_our_cumulative_cascade_given_the_same_draws(data):
     x, y = data
     clf = _classifier(Tiny(conv=DetConv, linear=DetLinear))
     metric = quantus.MPRT(layer_order="top_down", disable_warnings=True)
+    rec = Recorder()
     scores = metric(model=clf.pixel_model, x_batch=x.numpy(), y_batch=y, a_batch=None, device="cpu",
-                    explain_func=explain, explain_func_kwargs={"method": "gradient"})
-    assert list(scores) == ["original", "net.fc", "net.conv"]
+                    explain_func=rec, explain_func_kwargs={"method": "gradient"})
+    assert list(scores) == ["original", "net.fc", "net.conv"] and randomised_layers(clf.pixel_model) == ["fc", "conv"]
+    assert len(rec.calls) == 4  # a_batch, the original model, then one per randomised layer
     for i in range(3):
-        stages, _ = cascading_randomization(clf, x[i], lambda c: get_explainer("gradient", c), layers=["fc", "conv"],
+        stages, _ = cascading_randomization(clf, x[i], lambda c: get_explainer("gradient", c),
+                                            layers=randomised_layers(clf.pixel_model),
                                             cascade="cumulative", target="original")
         assert stages[0]["target"] == y[i]
         ref = stages[0]["map"].abs().numpy().ravel()
-        for name, st in zip(("net.fc", "net.conv"), stages[1:]):
+        for k, (name, st) in enumerate(zip(("net.fc", "net.conv"), stages[1:])):
+            assert np.array_equal(rec.calls[2 + k][i, 0], st["map"].numpy())
             rho = spearmanr(ref, st["map"].abs().numpy().ravel()).statistic
             assert abs(scores[name][i] - rho) < 1e-9
 

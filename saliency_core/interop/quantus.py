@@ -54,7 +54,8 @@ from ..checks import check_choice, check_image
 from ..methods import available_explainers
 from ._wrap import as_classifier, explainer_for
 
-__all__ = ["explain", "numpy_trapz", "curve_auc", "road_pixels"]
+__all__ = ["explain", "numpy_trapz", "curve_auc", "road_pixels", "road_pixel_counts", "whole_pixel_points",
+           "block_average", "randomised_layers", "Recorder"]
 
 
 def explain(model: Any, inputs: Any, targets: Any, method: str | None = None, *, device: Any = None,
@@ -125,3 +126,55 @@ def road_pixels(arr: np.ndarray, indices: Any, noise: float = 0.01, perturb_base
     from quantus.functions.perturb_func import noisy_linear_imputation
 
     return noisy_linear_imputation(arr, pixels, noise=noise)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# matching Quantus's settings to ours (the "Our protocols vs Quantus" chapter and tests/test_interop_quantus.py)
+# ----------------------------------------------------------------------------------------------------------
+def whole_pixel_points(curve: Sequence[float] | np.ndarray, channels: int = 3) -> np.ndarray:
+    """The points of a ``PixelFlipping`` curve at which whole pixels are flipped.
+
+    ``PixelFlipping`` ranks the C·H·W channel values of a map broadcast over C channels; the C copies of a pixel's
+    score are adjacent in that order, so after every C-th step of ``features_in_step = s`` features exactly
+    s whole pixels more are flipped (k·s features = k·s/C pixels). Points ``C−1, 2C−1, ...`` of the curve are
+    our deletion curve (step s pixels) at steps 1, 2, ...; the others have single channels of a pixel flipped.
+    """
+    return np.asarray(curve)[..., channels - 1 :: channels]
+
+
+def road_pixel_counts(percentages: Sequence[float], height: int, width: int, channels: int = 3) -> list[int]:
+    """Pixels :func:`road_pixels` replaces for each ROAD ``percentage``: ROAD takes ``int(H·W·p/100)`` features
+    of the broadcast map, i.e. ⌈that / C⌉ pixels (whole pixels, plus the one whose first channels end the cut)."""
+    return [int(np.ceil(int(height * width * p / 100) / channels)) for p in percentages]
+
+
+def block_average(maps: np.ndarray | torch.Tensor, patch: int) -> np.ndarray:
+    """``(N, 1, H, W)`` maps averaged over ``patch``×``patch`` blocks and painted back on the blocks: the ranking
+    ``RegionPerturbation`` uses (sum of the attribution over each patch) as a pixel map."""
+    m = torch.as_tensor(np.asarray(maps, dtype=np.float32))
+    if m.dim() != 4 or m.shape[-1] % patch or m.shape[-2] % patch:
+        raise ValueError(f"maps has shape {tuple(m.shape)} and patch={patch}; accepted values: (N, 1, H, W) maps "
+                         "whose sides are multiples of patch")
+    pooled = torch.nn.functional.avg_pool2d(m, patch)
+    return pooled.repeat_interleave(patch, -2).repeat_interleave(patch, -1).numpy()
+
+
+def randomised_layers(model: torch.nn.Module, strip: str = "net.") -> list[str]:
+    """The modules ``quantus.MPRT(layer_order="top_down")`` re-initialises, in its order: every named module with
+    a ``reset_parameters`` method (convolutions, linear layers, batch norms), last defined first. Names are given
+    without the ``strip`` prefix, i.e. as layer names of ``clf.net`` when ``model`` is ``clf.pixel_model``."""
+    names = [n for n, m in model.named_modules() if hasattr(m, "reset_parameters")][::-1]
+    return [n[len(strip):] if strip and n.startswith(strip) else n for n in names]
+
+
+class Recorder:
+    """An ``explain_func`` that calls :func:`explain` and keeps every batch of maps it returned (``calls``), e.g. the
+    maps ``MPRT`` computed on each randomised model, to score them with other similarity measures."""
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def __call__(self, model: Any, inputs: Any, targets: Any, **kwargs: Any) -> np.ndarray:
+        out = explain(model, inputs, targets, **kwargs)
+        self.calls.append(out)
+        return out
