@@ -107,10 +107,10 @@ class SmoothGrad(_CaptumExplainer):
     def __init__(self, model, reduce: str = "abs_max", n_samples: int = 50, noise: float = 0.15,
                  seed: int = 0, batch_size: int = 25) -> None:
         super().__init__(model, reduce)
-        self.n_samples = check_int("n_samples", n_samples, 1)
+        self.n_samples = check_int("n_samples", n_samples, 1, 1_000_000)
         self.noise = check_range("noise", noise, 0.0)
-        self.seed = seed
-        self.batch_size = batch_size
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     def _captum(self):
         from captum.attr import NoiseTunnel, Saliency
@@ -131,9 +131,9 @@ class IntegratedGradients(_CaptumExplainer):
     def __init__(self, model, reduce: str = "abs_max", n_steps: int = 50, baseline: str = "black",
                  batch_size: int = 25) -> None:
         super().__init__(model, reduce)
-        self.n_steps = check_int("n_steps", n_steps, 1)
+        self.n_steps = check_int("n_steps", n_steps, 1, 100_000)
         self.baseline = check_choice("baseline", baseline, ("black", "mean", "blur"))
-        self.batch_size = batch_size
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     def _captum(self):
         from captum.attr import IntegratedGradients as _IG
@@ -216,8 +216,12 @@ class Occlusion(_CaptumExplainer):
             raise ValueError(f"window={window!r} is not valid; accepted values: (channels, height, width) >= 1")
         self.stride = (tuple(check_int(f"stride[{i}]", s, 1) for i, s in enumerate(stride)) if stride is not None
                        else self.window)
-        self.fill = fill
-        self.batch_size = batch_size
+        self.fill = check_range("fill", fill, 0.0, 1.0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+
+    def min_input_size(self) -> int:
+        """The occlusion window must fit in the image."""
+        return max(super().min_input_size(), self.window[1], self.window[2])
 
     def _captum(self):
         from captum.attr import Occlusion as _Occ
@@ -241,6 +245,7 @@ class GradCAM(Explainer):
         self.layer = layer if layer is not None else model.gradcam_layer
         if self.layer is None:
             raise ValueError("layer=None is not valid for this model; accepted values: a module name of model.net")
+        model.layer(self.layer)  # a one-line error now, not at the first explain()
         self.relu = check_bool("relu", relu)
         self.normalize = check_bool("normalize", normalize)
 

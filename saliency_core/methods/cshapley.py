@@ -117,6 +117,10 @@ class CShapley(Explainer):
         self.fill = check_choice("fill", fill, ("mean", "black"))
         self.batch_size = check_int("batch_size", batch_size, 1)
 
+    def min_input_size(self) -> int:
+        """Two cells per side at least (one cell leaves a single coalition feature: the regression is singular)."""
+        return max(super().min_input_size(), 2 * self.cell)
+
     def _explain(self, x, target):
         h, w = x.shape[-2:]
         if h != w or h % self.cell:

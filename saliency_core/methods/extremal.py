@@ -429,6 +429,10 @@ class MeaningfulPerturbation(Explainer):
         self.response = check_choice("response", response, ("prob", "logit"))
         self.seed = check_int("seed", seed, 0)
 
+    def min_input_size(self) -> int:
+        """One pixel per mask cell at least."""
+        return max(super().min_input_size(), self.mask_size)
+
     def _explain(self, x, target):
         h, w = x.shape[-2:]
         gen = torch.Generator().manual_seed(self.seed)

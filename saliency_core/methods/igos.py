@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..checks import check_choice, check_range
+from ..checks import check_bool, check_choice, check_int, check_range
 from ..explanation import Explainer
 from ..perturbations import blur_baseline, igospp_btv, tv_norm, upsample_mask
 from .registry import register
@@ -97,10 +97,12 @@ class _IntegratedMaskOptimizer(Explainer):
     runtime_args: ClassVar[tuple[str, ...]] = Explainer.runtime_args + ("ls_batch", "ls_bounds")
 
     def _common_checks(self) -> None:
-        for name in ("size", "iterations", "ig_steps", "ls_batch", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r} is not valid; accepted values: an int >= 1")
+        limits = {"size": 4096, "iterations": 10_000, "ig_steps": 10_000, "ls_batch": 10_000, "batch_size": None}
+        for name, high in limits.items():
+            setattr(self, name, check_int(name, getattr(self, name), 1, high))
+        self.seed = check_int("seed", self.seed, 0)
+        if getattr(self, "adaptive_l1", None) is not None:
+            check_bool("adaptive_l1", self.adaptive_l1)
         check_range("noise", self.noise, 0.0)
         check_choice("igos_noise", self.igos_noise, IGOS_NOISE)
         check_range("ls_c", self.ls_c, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
@@ -110,6 +112,10 @@ class _IntegratedMaskOptimizer(Explainer):
         check_range("l1", self.l1, 0.0)
         for name in ("line_search", "ls_common_noise", "ls_fresh_base", "ls_bounds", "reproduce_cli_swap"):
             check_choice(name, getattr(self, name), (True, False))
+
+    def min_input_size(self) -> int:
+        """One pixel per mask cell at least (a finer mask has cells that touch no pixel)."""
+        return max(super().min_input_size(), self.size)
 
     # -- schedule ------------------------------------------------------------------------------------
     def _schedule(self) -> tuple[int, int]:

@@ -119,6 +119,10 @@ class StochasticInvariantPerturbation(Explainer):
         self.clip_input = check_bool("clip_input", clip_input)
         self.seed = check_int("seed", seed, 0)
 
+    def min_input_size(self) -> int:
+        """One patch at least."""
+        return max(super().min_input_size(), self.patch or 1)
+
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         _, ch, h, wd = x.shape
         _check_patch(self.patch, h, wd)
@@ -272,13 +276,17 @@ class LPInvariantPerturbation(Explainer):
         self.delta = check_range("delta", delta, 0.0, low_inclusive=False)
         self.slack = check_range("slack", slack, 0.0)
         self.patch = check_int("patch", patch, 1)
-        self.smooth_points = check_int("smooth_points", smooth_points, 0)
+        self.smooth_points = check_int("smooth_points", smooth_points, 0, 10_000)
         self.smooth_sigma = check_range("smooth_sigma", smooth_sigma, 0.0)
         self.lp_rhs = check_choice("lp_rhs", lp_rhs, ("taylor", "official"))
         self.solver = check_choice("solver", solver, LP_SOLVERS)
         self.classes = check_optional_int("classes", classes, 1)
         self.seed = check_int("seed", seed, 0)
         self.batch_size = check_int("batch_size", batch_size, 1)
+
+    def min_input_size(self) -> int:
+        """One patch at least."""
+        return max(super().min_input_size(), self.patch)
 
     def lp_rows(self, x: torch.Tensor, target: int) -> dict[str, Any]:
         """The LP data for image ``x`` (1, 3, H, W): ``A`` = patch sums of |h⁻|, ``B`` = of h⁺ (rows × 3·(H/p)(W/p)),

@@ -330,6 +330,10 @@ class LEG(Explainer):
         self.seed = check_int("seed", seed, 0)
         self.batch_size = check_int("batch_size", batch_size, 1)
 
+    def min_input_size(self) -> int:
+        """One pixel per lattice cell at least (a finer lattice has cells that touch no pixel)."""
+        return max(super().min_input_size(), self.grid)
+
     # -- model responses ----------------------------------------------------------------------
     def _score(self, xb: torch.Tensor, target: int) -> torch.Tensor:
         out = self.model.logits(xb, batch_size=xb.shape[0])

@@ -106,6 +106,10 @@ class RISE(Explainer):
         self.n_masks, self.cells, self.p1, self.response = n_masks, cells, p1, response
         self.normalize, self.mask_style, self.seed, self.batch_size = normalize, mask_style, seed, batch_size
 
+    def min_input_size(self) -> int:
+        """One pixel per grid cell at least."""
+        return max(super().min_input_size(), self.cells)
+
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         h, w = x.shape[-2:]
         s = self.cells

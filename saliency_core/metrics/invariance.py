@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..checks import check_int, check_range
+from ..checks import check_image, check_int, check_range, check_target
 
 __all__ = ["box_from_explanation", "box_half_width", "scale_box", "invariance_rate", "worst_case_invariance"]
 
@@ -73,6 +73,10 @@ def invariance_rate(model, x: torch.Tensor, target: int, lower: torch.Tensor, up
     The expectation stand-in of the stochastic paper's Prop. 3.1 (module docstring), not a worst-case test.
     """
     n_samples = check_int("n_samples", n_samples, 1)
+    check_image(x, "x", min_size=getattr(model, "min_input_size", 1))
+    target = check_target(target, model.num_classes)
+    seed = check_int("seed", seed, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
     if x.dim() == 3:
         x = x.unsqueeze(0)
     gen = torch.Generator().manual_seed(seed)
@@ -121,6 +125,8 @@ def worst_case_invariance(model, x: torch.Tensor, target: int, lower: torch.Tens
     k = check_int("k", k, 1)
     iterations = check_int("iterations", iterations, 0)
     check_range("step", step, 0.0, low_inclusive=False)
+    check_image(x, "x", min_size=getattr(model, "min_input_size", 1))
+    target = check_target(target, model.num_classes)
     if x.dim() == 3:
         x = x.unsqueeze(0)
     with model.guard():  # eval mode, frozen parameters, everything restored on exit
