@@ -271,7 +271,9 @@ class SmoothMaskGenerator:
         self.weight = w.reshape(taps * taps, self.step, self.step).float()
         self._scaled: dict = {}
         if self.margin + self.shape[0] > self.full_shape[0] or self.margin + self.shape[1] > self.full_shape[1]:
-            raise ValueError("SmoothMaskGenerator: margin too large for the padded output")  # pragma: no cover
+            raise ValueError(f"sigma={sigma!r} with step={step!r} is not valid for the smooth mask (its padded "
+                             f"output {self.full_shape} is shorter than margin + image {self.margin} + {self.shape}); "
+                             "accepted values: another sigma or step, e.g. sigma = 3·step (TorchRay: 21 and 7)")
 
     def _scaled_weight(self, params: torch.Tensor) -> torch.Tensor:
         """coldness·w as a (step², taps²) matrix (pixel-in-block × tap), cached per device and dtype."""

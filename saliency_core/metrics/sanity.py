@@ -188,6 +188,9 @@ def similarities(ref: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarra
         raise ValueError(f"maps have shapes {a.shape} and {b.shape}; accepted values: two (H, W) maps of one size")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("maps contain NaN or Inf; accepted values: two finite (H, W) maps")
+    if min(a.shape) < 11:
+        raise ValueError(f"maps have shape {a.shape}; accepted values: maps of at least 11×11 pixels (SSIM's Gaussian "
+                         "window is 11 wide)")
     check_range("ssim_data_range", ssim_data_range, 0.0, low_inclusive=False)
     hog_pixels_per_cell = check_int("hog_pixels_per_cell", hog_pixels_per_cell, 1)
     na, nb = normalize_abs(a), normalize_abs(b)
