@@ -16,13 +16,14 @@ export OMP_NUM_THREADS := $(THREADS)
 export SALIENCY_THREADS := $(THREADS)
 export PYTHONHASHSEED := 0
 
-.PHONY: env book check-book test test-fast notebooks lint bench clean help
+.PHONY: env book check-book student test test-fast notebooks lint bench clean help
 
 help:
 	@echo "make book   - create/refresh .venv, run every notebook (profile=$(PROFILE)) and build _build/html"
 	@echo "make test   - create/refresh .venv, ruff, unit tests and nbval on the committed notebooks"
 	@echo "make bench  - run the speed benchmarks (benchmarks/*.py)"
 	@echo "make check-book - open every page of _build/html in headless Chromium (builds the book if missing)"
+	@echo "make student - the chapters without exercise solutions and outputs, in _build/student (+ .zip)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,10 @@ book: env
 check-book: env
 	@test -f _build/html/index.html || $(PY) -m saliency_core.run --profile $(PROFILE)
 	$(PY) tools/check_book.py --install-chromium
+
+# Hand-out copies: every chapter without its "Solution" dropdowns and outputs (no kernel, no venv needed)
+student:
+	$(PYTHON) tools/make_student.py --out _build/student --zip
 
 notebooks: env
 	$(PY) -m saliency_core.run --profile smoke --execute-only --in-place

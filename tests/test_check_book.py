@@ -1,7 +1,9 @@
-"""tools/check_book.py finds what a reader would see broken, on tiny hand-made pages (one headless Chromium run).
+"""tools/check_book.py finds what a reader would see broken, on tiny hand-made pages (one headless Chromium run), and
+checks the launch buttons and the notebook download on a tiny Jupyter Book built once with a dummy repository URL.
 
 Skips when Chromium (Debian package ``chromium``) or websocket-client is unavailable. The MathJax case also needs the
-npm cache that ``tools/vendor_mathjax.sh`` fills (``.vendor/mathjax``); it skips without it.
+npm cache that ``tools/vendor_mathjax.sh`` fills (``.vendor/mathjax``); it skips without it. The built-book cases
+need jupyter-book (the ``book`` extra).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +35,7 @@ CHROMIUM = cb.find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 MATHJAX_ES5 = ROOT / ".vendor" / "mathjax" / "node_modules" / "mathjax" / "es5"
 
+DUMMY_REPO = "https://github.com/example-org/example-book"
 # a valid 1x1 PNG
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
                        "rkJggg==")
@@ -79,6 +83,27 @@ PAGES = {
                                            "</script>"),
 }
 
+
+def _launch(stem: str, repo: str = DUMMY_REPO) -> str:
+    org_repo = repo.removeprefix("https://github.com/")
+    return (f"<a href='https://mybinder.org/v2/gh/{org_repo}/main?urlpath=tree/notebooks/{stem}.ipynb'>Binder</a>"
+            f"<a href='https://colab.research.google.com/github/{org_repo}/blob/main/notebooks/{stem}.ipynb'>Colab</a>")
+
+
+# chapter pages with the theme's download button (a link into _sources/) and launch links
+PAGES.update({
+    "notebooks/dl_ok.html": _page("<a href='../_sources/notebooks/dl_ok.ipynb'>.ipynb</a>" + _launch("dl_ok")),
+    "notebooks/dl_txt.html": _page("<a href='../_sources/notebooks/dl_txt.ipynb.txt'>.ipynb</a>" + _launch("dl_txt")),
+    "notebooks/dl_bad.html": _page("<a href='../_sources/notebooks/dl_bad.ipynb'>.ipynb</a>" + _launch("dl_bad")),
+    "notebooks/wrong_launch.html": _page("<a href='../_sources/notebooks/wrong_launch.ipynb'>.ipynb</a>"  # no Colab
+                                         + _launch("wrong_launch", "https://github.com/someone/else").split("<a href"
+                                                                                                     "='https://colab")[0]),
+})
+SOURCES = {"dl_ok.ipynb": json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+           "dl_txt.ipynb.txt": json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+           "dl_bad.ipynb": "<html>not a notebook</html>",
+           "wrong_launch.ipynb": json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})}
+
 MATHJAX_HEAD = ("<script>window.MathJax = {\"options\": {\"processHtmlClass\": \"tex2jax_process|mathjax_process|math|"
                 "output_area\"}}</script><script defer src='_static/mathjax/tex-chtml.js'></script>")
 
@@ -102,6 +127,9 @@ def report(tmp_path_factory):
     for name, html in pages.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(html)
+    (root / "_sources" / "notebooks").mkdir(parents=True)
+    for name, text in SOURCES.items():
+        (root / "_sources" / "notebooks" / name).write_text(text)
     (root / "_images").mkdir()
     (root / "_images" / "ok.png").write_bytes(PNG)
     (root / "_images" / "corrupt.png").write_bytes(b"not a png")
@@ -112,7 +140,7 @@ def report(tmp_path_factory):
                          "outputs": [figure]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
         (nbs / f"{stem}.ipynb").write_text(json.dumps(nb))
     return cb.check_book(root, CHROMIUM, screenshots=root / "shots", intro="clean.html", chapter="other.html",
-                         timeout=20, notebooks=nbs)
+                         timeout=20, notebooks=nbs, repo_url=DUMMY_REPO)
 
 
 def _one(report, page: str, fragment: str) -> None:
@@ -163,9 +191,22 @@ def test_remote_script_is_reported(report):
     _one(report, "remote.html", "remote resource (needs network): script https://cdn.jsdelivr.net")
 
 
+def test_notebook_download_and_launch_links(report):
+    assert report.reasons("notebooks/dl_ok.html") == []
+    assert set(report.notebook_links["notebooks/dl_ok.html"]) == {"download", "Colab", "Binder"}
+    _one(report, "notebooks/dl_txt.html", "serves the notebook as text (.ipynb.txt)")
+    _one(report, "notebooks/dl_bad.html", "is not a valid notebook")
+    _one(report, "notebooks/wrong_launch.html", "launch button Binder: expected https://mybinder.org/v2/gh/example-org/"
+                                                "example-book/main?urlpath=tree/notebooks/wrong_launch.ipynb, found "
+                                                "https://mybinder.org/v2/gh/someone/else")
+    _one(report, "notebooks/wrong_launch.html", "launch button Colab: expected https://colab.research.google.com/"
+                                                "github/example-org/example-book/blob/main/notebooks/wrong_launch.ipynb,"
+                                                " found none")
+
+
 def test_screenshots_are_png(report):
     names = sorted(p.name for p in report.screenshots)
-    assert names == ["chapter.png", "intro.png"]
+    assert names == ["chapter.png", "intro.png", "launch.png"]
     for p in report.screenshots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
 
@@ -174,3 +215,81 @@ def test_screenshots_are_png(report):
 def test_vendored_mathjax_renders_offline(report):
     assert report.reasons("math_ok.html") == []
     _one(report, "math_error.html", "MathJax error")
+
+
+# ------------------------------------------------------------------------------------------------ a built book
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """A two-page Jupyter Book built ONCE with the runner's staging (:func:`saliency_core.book.launch.stage_config`)
+    and ``BOOK_REPO_URL`` set to a dummy repository, as ``make book`` would build it."""
+    pytest.importorskip("jupyter_book")
+    nbf = pytest.importorskip("nbformat")
+    import os
+
+    import yaml
+
+    from saliency_core.book.launch import ENV, repo_url, stage_config
+
+    src = tmp_path_factory.mktemp("book")
+    (src / "book").mkdir()
+    (src / "notebooks").mkdir()
+    shutil.copy2(ROOT / "_config.yml", src / "_config.yml")
+    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/01_demo\n")
+    (src / "book" / "intro.md").write_text("# Intro\n\nA two-page book.\n")
+    nb = nbf.v4.new_notebook()
+    nb.cells = [nbf.v4.new_markdown_cell("# Demo chapter\n\nText."),
+                nbf.v4.new_code_cell("print(1 + 1)", execution_count=1,
+                                     outputs=[nbf.v4.new_output("stream", name="stdout", text="2\n")])]
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nbf.write(nb, src / "notebooks" / "01_demo.ipynb")
+    old = os.environ.get(ENV)
+    os.environ[ENV] = DUMMY_REPO
+    try:
+        cfg = stage_config(src / "_config.yml", repo_url(src))
+    finally:
+        os.environ.pop(ENV) if old is None else os.environ.__setitem__(ENV, old)
+    cfg.pop("bibtex_bibfiles", None)  # the two pages cite nothing and have no vendored MathJax
+    for key in ("html_static_path", "mathjax_path"):
+        cfg["sphinx"]["config"].pop(key, None)
+    (src / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "jupyter_book"]
+    r = subprocess.run([*cmd, "build", str(src), "--path-output", str(src)], capture_output=True, text=True,
+                       timeout=600)
+    html = src / "_build" / "html"
+    assert (html / "notebooks" / "01_demo.html").is_file(), r.stdout[-2000:] + r.stderr[-2000:]
+    return html, src
+
+
+def test_built_book_launch_buttons_and_download(built_book, tmp_path):
+    from saliency_core.book.launch import launch_links
+
+    html, src = built_book
+    rep = cb.check_book(html, CHROMIUM, screenshots=tmp_path, timeout=30, notebooks=src / "notebooks",
+                        repo_url=DUMMY_REPO, pages=[html / "notebooks" / "01_demo.html"])
+    assert rep.failures == [], [str(f) for f in rep.failures]
+    links = rep.notebook_links["notebooks/01_demo.html"]
+    expected = launch_links(DUMMY_REPO, "main", "notebooks/01_demo.ipynb")
+    assert {k: links[k] for k in expected} == expected
+    assert expected["Colab"] == ("https://colab.research.google.com/github/example-org/example-book/blob/main/"
+                                 "notebooks/01_demo.ipynb")
+    assert links["download"].endswith("_sources/notebooks/01_demo.ipynb")
+    assert json.loads(Path(links["download"]).read_text())["cells"]
+    assert (tmp_path / "launch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same pages judged against another repository: both buttons are reported
+    other = cb.check_book(html, CHROMIUM, timeout=30, repo_url="https://github.com/someone/else",
+                          pages=[html / "notebooks" / "01_demo.html"])
+    assert sorted(f.reason.split(":")[0] for f in other.failures) == ["launch button Binder", "launch button Colab"]
+
+
+def test_stage_config_without_url_turns_the_buttons_off(tmp_path):
+    import yaml
+
+    from saliency_core.book.launch import stage_config
+
+    shutil.copy2(ROOT / "_config.yml", tmp_path / "_config.yml")
+    cfg = stage_config(tmp_path / "_config.yml", "")
+    assert cfg["launch_buttons"]["colab_url"] == "" and cfg["launch_buttons"]["binderhub_url"] == ""
+    assert yaml.safe_load((tmp_path / "_config.yml").read_text())["repository"]["url"] == ""
+    with pytest.raises(ValueError, match="is not valid; accepted values: https://github.com/<org>/<repo>"):
+        stage_config(tmp_path / "_config.yml", "https://example.org/repo")

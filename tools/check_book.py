@@ -16,11 +16,17 @@ and MathJax's first typeset, a page FAILS on:
 * a broken internal link (``href`` to a local file that does not exist, or to an ``#anchor`` absent from its page,
   or pointing outside the built book);
 * anything that needs network (a remote script/stylesheet/image/frame or any http(s) request), a local resource
-  that fails to load, or an uncaught JavaScript exception.
+  that fails to load, or an uncaught JavaScript exception;
+* on a chapter page (``notebooks/*.html``) with the theme's download buttons: a ".ipynb" download that is missing,
+  served as ``.ipynb.txt`` or not a notebook (the file is opened as JSON: ``cells`` and ``nbformat``);
+* with ``--repo-url`` (default ``$BOOK_REPO_URL``, else the URL of the staged ``_build/src/_config.yml``): a chapter
+  page whose Colab or Binder launch button is missing or does not link to the notebook in that repository
+  (:func:`saliency_core.book.launch.launch_links`, ``--branch``).
 
-Screenshots of the intro page and one chapter page (scrolled to its first rendered equation) go to
-``--screenshots``. Prints one line per failure (``FAIL <page>: <reason>``) and a summary ``pages=<n> failures=<n>``;
-exit status 1 when a page fails, 2 when the check cannot run (no book, no Chromium).
+Screenshots of the intro page, one chapter page (scrolled to its first rendered equation) and, when the book has
+launch buttons, that chapter's header with the launch menu open (``launch.png``) go to ``--screenshots``. Prints
+one line per failure (``FAIL <page>: <reason>``) and a summary ``pages=<n> failures=<n>``; exit status 1 when a
+page fails, 2 when the check cannot run (no book, no Chromium).
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ class Report:
     failures: list[Failure] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
     notes: list[Failure] = field(default_factory=list)
+    #: chapter page -> {"download": notebook file, "Colab": link, "Binder": link} as found on the page
+    notebook_links: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def reasons(self, page: str) -> list[str]:
         return [f.reason for f in self.failures if f.page == page]
@@ -470,6 +478,57 @@ def _network_problems(events: list[dict], notes: list[str] | None = None) -> lis
 _REFRESH_RE = re.compile(r"""<meta\s+http-equiv=["']refresh["']\s+content=["'][^"']*?url=([^"']+)["']""", re.I)
 
 
+def _judge_notebook_page(rel: str, probe: dict, repo_url: str | None, branch: str,
+                         is_notebook: bool = False) -> tuple[list[str], dict]:
+    """Download and launch buttons of a chapter page (module docstring); returns (problems, links found).
+
+    A page is judged when it has the theme's download buttons (links into ``_sources/``); a page without a notebook
+    download is a markdown page (no launch buttons expected) unless ``is_notebook`` (its committed notebook exists).
+    """
+    problems: list[str] = []
+    found: dict[str, str] = {}
+    sources = [lk for lk in probe["links"] if "/_sources/" in (lk.get("url") or "")]
+    if not sources:
+        return problems, found  # not a page with the theme's header buttons (hand-made pages in the tests)
+    nb_links = [lk for lk in sources if lk["url"].split("#")[0].endswith((".ipynb", ".ipynb.txt"))]
+    if not nb_links:
+        if is_notebook:
+            problems.append("no .ipynb download link on a chapter page")
+        return problems, found
+    for lk in nb_links:
+        path, _ = _local_path(lk["url"])
+        if path is None:
+            continue
+        if path.name.endswith(".txt"):
+            problems.append(f"download link {lk['href']!r} serves the notebook as text (.ipynb.txt), not as a notebook "
+                            "(html_sourcelink_suffix must be '')")
+            continue
+        if not path.is_file():
+            continue  # reported as a broken link
+        try:
+            nb = json.loads(path.read_text())
+            ok = isinstance(nb, dict) and isinstance(nb.get("cells"), list) and int(nb.get("nbformat", 0)) >= 4
+        except (ValueError, TypeError, OSError):
+            ok = False
+        if ok:
+            found["download"] = str(path)
+        else:
+            problems.append(f"download link {lk['href']!r} is not a valid notebook (JSON with cells and nbformat >= 4)")
+    if repo_url:
+        from saliency_core.book.launch import launch_links
+
+        hrefs = [lk.get("href") or "" for lk in probe["links"]]
+        nb_path = Path(rel).with_suffix(".ipynb").as_posix()
+        for name, url in launch_links(repo_url, branch, nb_path).items():
+            if url in hrefs:
+                found[name] = url
+                continue
+            host = url.split("/")[2]
+            other = [h for h in hrefs if host in h]
+            problems.append(f"launch button {name}: expected {url}, found {other[0] if other else 'none'}")
+    return problems, found
+
+
 def _redirect_target(page: Path) -> str | None:
     """The target of a page that is nothing but a meta refresh (jupyter-book's index.html), else None."""
     text = page.read_text(errors="replace")
@@ -500,11 +559,13 @@ def _image_outputs(notebook: Path) -> int:
 
 def check_book(html_root: Path, chromium: str | None = None, screenshots: Path | None = None,
                intro: str | None = None, chapter: str | None = None, pages: list[Path] | None = None,
-               timeout: float = 30.0, log=None, notebooks: Path | None = None) -> Report:
+               timeout: float = 30.0, log=None, notebooks: Path | None = None, repo_url: str | None = None,
+               branch: str = "main") -> Report:
     """Open every page of ``html_root`` in headless Chromium and return the failures found (see module doc).
 
     With ``notebooks`` (the committed ``notebooks/`` folder), a page ``notebooks/<stem>.html`` that shows no figure
     while ``<stem>.ipynb`` stores image outputs fails too (figures lost in execution, e.g. a non-inline backend).
+    With ``repo_url``, every chapter page must carry the Colab and Binder links to its notebook on ``branch``.
     """
     html_root = Path(html_root).resolve()
     pages = [Path(p).resolve() for p in pages] if pages is not None else html_pages(html_root)
@@ -553,6 +614,12 @@ def check_book(html_root: Path, chromium: str | None = None, screenshots: Path |
                 problems.append(f"missing figures: notebooks/{nb.name} stores {n_committed} image output(s), this "
                                 "page shows none (was the kernel run with MPLBACKEND=Agg, not the inline backend?)")
             problems += [f"remote resource (needs network): {r[:160]}" for r in probe["remote"]]
+            if rel.startswith("notebooks/"):
+                nb_problems, nb_links = _judge_notebook_page(rel, probe, repo_url, branch,
+                                                             is_notebook=nb is not None and nb.is_file())
+                problems += nb_problems
+                if nb_links:
+                    report.notebook_links[rel] = nb_links
             notes: list[str] = []
             bad_images = tuple(f"failed to load {i['url'][:160]}:" for i in probe["images"])
             problems += [m for m in _network_problems(browser.events, notes)
@@ -570,7 +637,23 @@ def check_book(html_root: Path, chromium: str | None = None, screenshots: Path |
                 report.failures.append(Failure(rel, msg))
         if screenshots is not None:
             report.screenshots += _screenshots(browser, html_root, probes, screenshots, intro, chapter)
+            launch_page = chapter if chapter in report.notebook_links else next(
+                (r for r in sorted(report.notebook_links) if "Colab" in report.notebook_links[r]), None)
+            if launch_page is not None:
+                report.screenshots.append(_launch_screenshot(browser, html_root, launch_page, screenshots))
     return report
+
+
+def _launch_screenshot(browser: Browser, html_root: Path, rel: str, folder: Path) -> Path:
+    """The chapter page's header with the launch menu (Colab, Binder) opened."""
+    browser.navigate((html_root / rel).as_uri())
+    browser.evaluate(PROBE_JS.replace("__MJ_WAIT__", "5000").replace("__MJ_TYPESET__", "20000"), timeout=60)
+    browser.evaluate("(() => { window.scrollTo(0, 0); const b = document.querySelector('.dropdown-launch-buttons "
+                     "button'); if (b) b.click(); return !!b; })()")
+    browser.evaluate("new Promise((r) => setTimeout(() => requestAnimationFrame(() => r(1)), 300))")
+    shot = browser.screenshot(folder / "launch.png")
+    browser.events.clear()
+    return shot
 
 
 def _screenshots(browser: Browser, html_root: Path, probes: dict[str, dict], folder: Path, intro: str | None,
@@ -605,9 +688,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chapter", help="page for chapter.png (default: first notebooks/ page with math)")
     ap.add_argument("--chromium", help="Chromium binary (default: $CHROMIUM, /usr/lib/chromium/chromium, PATH)")
     ap.add_argument("--install-chromium", action="store_true", help="apt-get install -y chromium if it is missing")
+    ap.add_argument("--repo-url", default=os.environ.get("BOOK_REPO_URL") or None,
+                    help="expected repository of the launch buttons (default $BOOK_REPO_URL, else the repository.url "
+                         "the book was staged with, _build/src/_config.yml; none: not checked)")
+    ap.add_argument("--branch", default="main", help="branch in the launch links (default main)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per page load (default 30)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     args = ap.parse_args(argv)
+    staged = args.html.parent / "src" / "_config.yml"  # the configuration the runner built this book from
+    if args.repo_url is None and staged.is_file():
+        import yaml
+
+        repo = (yaml.safe_load(staged.read_text()) or {}).get("repository") or {}
+        args.repo_url = repo.get("url") or None
+        args.branch = repo.get("branch") or args.branch
     try:
         if not (args.html / "index.html").is_file():
             raise CheckError(f"{args.html}/index.html does not exist: build the book first (make book)")
@@ -619,8 +713,8 @@ def main(argv: list[str] | None = None) -> int:
                              "CHROMIUM=/path/to/chromium)")
         t0 = time.perf_counter()
         report = check_book(args.html, binary, None if args.no_screenshots else args.screenshots, args.intro,
-                            args.chapter, timeout=args.timeout, notebooks=args.notebooks,
-                            log=None if args.quiet else (lambda s: print(s, flush=True)))
+                            args.chapter, timeout=args.timeout, notebooks=args.notebooks, repo_url=args.repo_url,
+                            branch=args.branch, log=None if args.quiet else (lambda s: print(s, flush=True)))
     except CheckError as exc:
         print(f"[check_book] cannot check the book: {exc}", file=sys.stderr)
         return 2
@@ -636,6 +730,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f)
     for s in report.screenshots:
         print(f"[check_book] screenshot {os.path.relpath(s)}")
+    n_dl = sum("download" in v for v in report.notebook_links.values())
+    n_launch = sum("Colab" in v and "Binder" in v for v in report.notebook_links.values())
+    print(f"[check_book] chapter pages: {n_dl} with a valid .ipynb download, {n_launch} with Colab and Binder links"
+          + (f" to {args.repo_url}" if args.repo_url else " (launch links not checked: no --repo-url)"))
     print(f"pages={len(report.pages)} failures={len(report.failures)} seconds={time.perf_counter() - t0:.1f}")
     return 1 if report.failures else 0
 

@@ -166,6 +166,9 @@ def build_book(executed: Path, root: Path | None = None, profile: str | None = N
     stage.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(root / name, stage / name)
+    from .launch import repo_url, stage_config
+
+    stage_config(stage / "_config.yml", repo_url(root))  # launch buttons from $BOOK_REPO_URL / repository.url
     shutil.copytree(root / "book", stage / "book")
     (stage / "notebooks").mkdir()
     # hidden files are a runner's work in progress (.running-<stem>.ipynb), not chapters
