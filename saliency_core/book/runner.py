@@ -125,10 +125,16 @@ def _finish_executed(path: Path, fp: str, seconds: float) -> None:
     atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path | None = None) -> float:
-    """Run one notebook with papermill into ``out``; returns seconds. Raises on a failing cell."""
+def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path | None = None,
+                     progress: Any = None) -> float:
+    """Run one notebook with papermill into ``out``; returns seconds. Raises on a failing cell.
+
+    ``progress(done, total)`` is called after every cell (:func:`saliency_core.book.progress.papermill_progress`).
+    """
     root = Path(root) if root is not None else repo_root()
     import papermill as pm
+
+    from .progress import papermill_progress
 
     src = root / "notebooks" / f"{stem}.ipynb"
     if not src.is_file():
@@ -139,7 +145,8 @@ def execute_notebook(stem: str, params: dict[str, Any], out: Path, root: Path | 
     tmp = out.with_name(f".running-{out.name}")
     t0 = time.perf_counter()
     pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(src.parent),
-                        progress_bar=False, log_output=False, request_save_on_cell_execute=False)
+                        progress_bar=papermill_progress(progress) if progress else False, log_output=False,
+                        request_save_on_cell_execute=False)
     os.replace(tmp, out)
     secs = time.perf_counter() - t0
     if params:
@@ -195,17 +202,38 @@ def _run_sequential(todo: list[str], args: argparse.Namespace, overrides: dict[s
                     executed: Path) -> list[dict] | None:
     root = args.root
     timings = []
+    import functools
+
+    from .progress import Display, child_callback, last_timings
+
+    # a child reports its cells to the parent's display ($SALIENCY_PROGRESS_FILE); a top-level run shows them itself
+    gpu = str(overrides.get("device", "cpu")).startswith("cuda")
+    display = None if args.child else Display(todo, last_timings(root, args.profile, gpu))
     for stem in todo:
         params = {} if args.in_place else profile_parameters(stem, args.profile, overrides, root)
         out = (root / "notebooks" / f"{stem}.ipynb") if args.in_place else executed / f"{stem}.ipynb"
-        print(f"[run] {stem} profile={args.profile} params={params}", flush=True)
+        if display is None:
+            print(f"[run] {stem} profile={args.profile} params={params}", flush=True)
+            callback = child_callback()
+        else:
+            display.start(stem, note=f" profile={args.profile} params={params}")
+            callback = functools.partial(display.update, stem)
+        t0 = time.perf_counter()
         try:
-            secs = execute_notebook(stem, params, out, root)
+            secs = execute_notebook(stem, params, out, root, progress=callback)
         except Exception as exc:  # papermill's PapermillExecutionError carries the cell and its traceback
+            if display is not None:
+                display.finish(stem, time.perf_counter() - t0, ok=False)
+                display.close()
             print(f"[run] FAILED {stem}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             return None
-        print(f"[run] {stem} done in {secs:.1f} s", flush=True)
+        if display is None:
+            print(f"[run] {stem} done in {secs:.1f} s", flush=True)
+        else:
+            display.finish(stem, secs)
         timings.append({"notebook": stem, "profile": args.profile, "seconds": round(secs, 1)})
+    if display is not None:
+        display.close()
     return timings
 
 
@@ -229,6 +257,9 @@ def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, job
     logs = root / "_build" / "logs" / args.profile
     logs.mkdir(parents=True, exist_ok=True)
     timings: list[dict] = []
+    from .progress import PROGRESS_ENV, Display, read_progress
+
+    display = Display(todo, last_seconds, width=min(jobs, len(todo)))
     for stems, width, threads in schedule(todo, jobs, cores, last_seconds):
         queue, running = list(stems), {}
         while queue or running:
@@ -237,12 +268,18 @@ def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, job
                 cmd = [sys.executable, "-m", "saliency_core.run", "--root", str(root), "--child", "--execute-only",
                        "--profile", args.profile, "--only", stem] + [a for p in args.param for a in ("-p", p)]
                 cmd += ["--in-place"] if args.in_place else []
-                env = dict(os.environ, SALIENCY_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+                (logs / f"{stem}.progress").unlink(missing_ok=True)
+                env = dict(os.environ, SALIENCY_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                           **{PROGRESS_ENV: str(logs / f"{stem}.progress")})  # the child's cell count
                 log = open(logs / f"{stem}.log", "w")
-                print(f"[run] {stem} started (threads={threads}, log {log.name})", flush=True)
+                display.start(stem, note=f" (threads={threads}, log {log.name})")
                 running[stem] = (subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT),
                                  log, time.perf_counter())
             time.sleep(0.5)
+            for stem in running:
+                cells = read_progress(logs / f"{stem}.progress")
+                if cells is not None:
+                    display.update(stem, *cells)
             for stem, (proc, log, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -250,15 +287,18 @@ def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, job
                 del running[stem]
                 secs = time.perf_counter() - t0
                 if proc.returncode != 0:
+                    display.finish(stem, secs, ok=False)
+                    display.close()
                     for p2, _, _ in running.values():
                         p2.terminate()
                     tail = (logs / f"{stem}.log").read_text().splitlines()[-15:]
                     print(f"[run] FAILED {stem} (log {logs / f'{stem}.log'}):\n" + "\n".join(tail),
                           file=sys.stderr, flush=True)
                     return None
-                print(f"[run] {stem} done in {secs:.1f} s", flush=True)
+                display.finish(stem, secs)
                 timings.append({"notebook": stem, "profile": args.profile, "seconds": round(secs, 1),
                                 "threads": threads})
+    display.close()
     return timings
 
 
