@@ -5,8 +5,11 @@ Usage::
     python -m saliency_core.run --profile {smoke,book,paper} [--only NAME ...] [-p key=value ...]
                                 [--jobs N] [--execute-only] [--in-place] [--no-build]
 
-* Parameters come from ``params/<notebook stem>.yaml`` (top-level keys ``smoke``, ``book``, ``paper``) and
-  ``-p key=value`` overrides (values parsed as YAML: ``-p device=cuda -p n_images=50``).
+* Parameters come from ``params/<notebook stem>.yaml`` (top-level keys ``smoke``, ``book``, ``paper``; ``rules``
+  refines the checks) and ``-p key=value`` overrides (values parsed as YAML: ``-p device=cuda -p n_images=50``;
+  numbers such as ``1e3`` are numbers). Every notebook's parameters are checked against its parameters cell
+  (:mod:`saliency_core.book.parameters`) before any notebook runs: an unknown name or a bad value stops the run
+  with one line, before the work.
 * Executed copies go to ``_build/notebooks/``; the injected-parameters cell is tagged ``hide-cell`` so the book
   shows it collapsed. The book is then built from a staging copy (``_build/src``) with execution off.
 * ``--jobs N`` (default: one per CPU core) executes independent notebooks side by side, each kernel pinned to
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +51,8 @@ from .report import PROFILES  # one list of profiles for the runner, the claims 
 #: notebooks that read what the others put in the result cache: they run after all others
 RUN_LAST = ("05_leaderboard",)
 
-__all__ = ["main", "notebook_stems", "profile_parameters", "execute_notebook", "build_book", "schedule"]
+__all__ = ["main", "notebook_stems", "profile_parameters", "declared_parameters", "check_parameters",
+           "execute_notebook", "build_book", "schedule"]
 
 
 def notebook_stems(root: Path | None = None) -> list[str]:
@@ -55,11 +60,54 @@ def notebook_stems(root: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", re.IGNORECASE)
+
+
 def _parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, YAML value); a number YAML 1.1 reads as a str (``1e3``, ``inf``) becomes a float."""
     if "=" not in text:
         raise SystemExit(f"-p {text!r} is not valid; accepted values: key=value")
     k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
+    if not k.strip():
+        raise SystemExit(f"-p {text!r} is not valid; accepted values: key=value with a parameter name")
+    try:
+        value = yaml.safe_load(v)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise SystemExit(f"-p {text!r} is not valid ({first}); accepted values: key=<YAML value>") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    return k.strip(), value
+
+
+def _check_overrides_known(overrides: dict[str, Any], stems: list[str], root: Path) -> None:
+    """Every ``-p`` name must be a parameter of at least one selected notebook (one line with the closest name)."""
+    import difflib
+
+    declared = {s: declared_parameters(s, root) for s in stems}
+    if any(d is None for d in declared.values()):
+        return
+    union = sorted({n for d in declared.values() for n in d})
+    for k, v in overrides.items():
+        if k not in union:
+            close = difflib.get_close_matches(k, union, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            where = stems[0] if len(stems) == 1 else f"any of {', '.join(stems)}"
+            raise SystemExit(f"[run] -p {k}={v!r} is not a parameter of {where}{hint}; accepted values: "
+                             f"{', '.join(union)}")
+
+
+def check_parameters(stem: str, params: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """``params`` checked against ``notebooks/<stem>.ipynb``'s parameters cell and ``params/<stem>.yaml``'s rules;
+    returned converted (``1000.0`` → ``1000`` for an int parameter). A bad one stops the run (``SystemExit``, one
+    line naming the notebook, the parameter and what is accepted)."""
+    from .parameters import check_notebook_parameters
+
+    root = Path(root) if root is not None else repo_root()
+    try:
+        return check_notebook_parameters(root, stem, params)
+    except ValueError as exc:
+        raise SystemExit(f"[run] parameters of {exc}") from None
 
 
 def profile_parameters(stem: str, profile: str, overrides: dict[str, Any] | None = None,
@@ -72,13 +120,31 @@ def profile_parameters(stem: str, profile: str, overrides: dict[str, Any] | None
     f = root / "params" / f"{stem}.yaml"
     if f.is_file():
         data = yaml.safe_load(f.read_text()) or {}
-        unknown = set(data) - set(PROFILES)
+        unknown = set(data) - set(PROFILES) - {"rules"}
         if unknown:
-            raise SystemExit(f"{f}: unknown profile keys {sorted(unknown)}; accepted values: {', '.join(PROFILES)}")
+            raise SystemExit(f"{f}: unknown profile keys {sorted(unknown)}; accepted values: {', '.join(PROFILES)}, "
+                             "rules")
         params.update(data.get(profile) or {})
-    params["profile"] = profile
-    params.update(overrides or {})
+    declared = declared_parameters(stem, root)
+    if declared is None or "profile" in declared:
+        params["profile"] = profile
+    # an override goes to the notebooks that declare it (main() refuses one that no selected notebook declares)
+    params.update({k: v for k, v in (overrides or {}).items() if declared is None or k in declared})
     return params
+
+
+def declared_parameters(stem: str, root: Path | None = None) -> list[str] | None:
+    """Names of ``notebooks/<stem>.ipynb``'s parameters cell; ``None`` when the notebook is not there."""
+    from .parameters import notebook_defaults
+
+    root = Path(root) if root is not None else repo_root()
+    nb = root / "notebooks" / f"{stem}.ipynb"
+    if not nb.is_file():
+        return None
+    try:
+        return list(notebook_defaults(nb))
+    except (ValueError, SyntaxError) as exc:
+        raise SystemExit(f"[run] {nb}: {str(exc).splitlines()[0]}") from None
 
 
 #: what an executed notebook depends on besides its own source and parameters
@@ -251,7 +317,7 @@ def schedule(todo: list[str], jobs: int, cores: int, last_seconds: dict[str, flo
 
 
 def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, jobs: int, cores: int,
-                  last_seconds: dict[str, float]) -> list[dict] | None:
+                  last_seconds: dict[str, float], overrides: dict[str, Any]) -> list[dict] | None:
     """Execute ``todo`` in child runners, ``jobs`` at a time (longest first), then :data:`RUN_LAST` alone."""
     root = args.root
     logs = root / "_build" / "logs" / args.profile
@@ -265,8 +331,11 @@ def _run_parallel(todo: list[str], args: argparse.Namespace, executed: Path, job
         while queue or running:
             while queue and len(running) < width:
                 stem = queue.pop(0)
+                declared = declared_parameters(stem, root)
+                mine = {k: v for k, v in overrides.items() if declared is None or k in declared}
                 cmd = [sys.executable, "-m", "saliency_core.run", "--root", str(root), "--child", "--execute-only",
-                       "--profile", args.profile, "--only", stem] + [a for p in args.param for a in ("-p", p)]
+                       "--profile", args.profile, "--only", stem]
+                cmd += [a for k, v in mine.items() for a in ("-p", f"{k}={json.dumps(v)}")]
                 cmd += ["--in-place"] if args.in_place else []
                 (logs / f"{stem}.progress").unlink(missing_ok=True)
                 env = dict(os.environ, SALIENCY_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
@@ -333,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.in_place and (args.profile != "smoke" or overrides):
         raise SystemExit("--in-place is only valid with --profile smoke and no -p overrides (committed notebooks "
                          "store their default parameters)")
+    # every notebook's parameters are checked before any work (a bad value must not surface after an hour)
+    if not args.in_place:
+        _check_overrides_known(overrides, todo, root)
+        for s in todo:
+            checked = check_parameters(s, profile_parameters(s, args.profile, overrides, root), root)
+            # exact conversions (1e3 → 1000) and paths made absolute (the kernels' folder is notebooks/) go on
+            overrides.update({k: v for k, v in checked.items() if k in overrides})
     executed = root / "_build" / "notebooks" / args.profile
     device = str(overrides.get("device", "cpu"))
     # GPU runs are timed apart from CPU runs (the book's reproduction map shows both columns)
@@ -359,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.child or jobs == 1 or len(todo) == 1:
         timings = _run_sequential(todo, args, overrides, executed)
     else:
-        timings = _run_parallel(todo, args, executed, jobs, cores, {t["notebook"]: t["seconds"] for t in old})
+        timings = _run_parallel(todo, args, executed, jobs, cores, {t["notebook"]: t["seconds"] for t in old},
+                                overrides)
     if timings is None:
         return 1
     if args.child:
