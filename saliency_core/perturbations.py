@@ -31,6 +31,7 @@ __all__ = [
     "vecsort_area_loss",
     "tv_norm",
     "bilateral_tv",
+    "bilateral_weights",
     "grid_difference_matrix",
     "compose",
     "igospp_btv",
@@ -446,18 +447,27 @@ def tv_norm(m: torch.Tensor, beta: float = 2.0, reduction: str = "mean") -> torc
     return agg(dv) + agg(dh)
 
 
-def bilateral_tv(image: torch.Tensor, m: torch.Tensor, sigma: float = 0.01, beta: float = 2.0) -> torch.Tensor:
-    """Bilateral TV of masks ``m`` ``(N, 1, H, W)`` at the image resolution, weighted by image edges.
-
-    BTV(m) = mean_u w_v(u)|Δ_v m(u)|^β + mean_u w_h(u)|Δ_h m(u)|^β,
-    with w = exp(−ΔI(u)²/σ) so mask changes are cheap where the image changes (iGOS++).
-    As in the official code (protocols.md §4.3) the vertical weight squares the channel-*mean* difference,
-    the horizontal weight averages exp(−ΔI_c²/σ) over channels. ``image``: ``(1 or N, 3, H, W)``.
-    """
+def bilateral_weights(image: torch.Tensor, sigma: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge weights of :func:`bilateral_tv` for ``image`` ``(1 or N, 3, H, W)``: ``(w_v, w_h)``, shapes
+    ``(…, 1, H−1, W)`` and ``(…, 1, H, W−1)``; they depend on the image only (compute once per image)."""
     dv_i = image[..., 1:, :] - image[..., :-1, :]
     dh_i = image[..., :, 1:] - image[..., :, :-1]
     wv = torch.exp(-(dv_i.mean(1, keepdim=True) ** 2) / sigma)
     wh = torch.exp(-(dh_i**2) / sigma).mean(1, keepdim=True)
+    return wv, wh
+
+
+def bilateral_tv(image: torch.Tensor, m: torch.Tensor, sigma: float = 0.01, beta: float = 2.0,
+                 weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Bilateral TV of masks ``m`` ``(N, 1, H, W)`` at the image resolution, weighted by image edges.
+
+    BTV(m) = mean_u w_v(u)|Δ_v m(u)|^β + mean_u w_h(u)|Δ_h m(u)|^β,
+    with w = exp(−ΔI(u)²/σ) so mask changes are cheap where the image changes (iGOS++).
+    As in the official code (appendix §4.3) the vertical weight squares the channel-*mean* difference,
+    the horizontal weight averages exp(−ΔI_c²/σ) over channels. ``image``: ``(1 or N, 3, H, W)``;
+    ``weights``: :func:`bilateral_weights` of ``image`` and ``sigma`` if already computed (same result).
+    """
+    wv, wh = bilateral_weights(image, sigma) if weights is None else weights
     dv = (m[..., 1:, :] - m[..., :-1, :]).abs().pow(beta)
     dh = (m[..., :, 1:] - m[..., :, :-1]).abs().pow(beta)
     return (wv * dv).flatten(1).mean(1) + (wh * dh).flatten(1).mean(1)
@@ -498,20 +508,29 @@ def grid_difference_matrix(n: int, padded: bool = True) -> sp.csr_matrix:
 # --------------------------------------------------------------------------------------------
 # I-GOS / iGOS++ and RISE operators (appended by the iGOS++ chapter)
 # --------------------------------------------------------------------------------------------
-def compose(image: torch.Tensor, baseline: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """φ(I, Ĩ, M) = I·M + Ĩ·(1 − M) (protocols.md §4.1); ``m`` broadcasts over channels, M = 1 keeps I."""
-    return image * m + baseline * (1.0 - m)
+def compose(image: torch.Tensor, baseline: torch.Tensor, m: torch.Tensor,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """φ(I, Ĩ, M) = I·M + Ĩ·(1 − M) (appendix §4.1); ``m`` broadcasts over channels, M = 1 keeps I.
+
+    ``out``: a tensor of the broadcast shape to write into (no new image-sized result); the products and the sum
+    are the same operations in the same order, so the values are bit-identical (no fused multiply-add).
+    """
+    if out is None:
+        return image * m + baseline * (1.0 - m)
+    torch.mul(image, m, out=out)
+    return out.add_(baseline * (1.0 - m))
 
 
 def igospp_btv(image: torch.Tensor, m: torch.Tensor, sigma: float = 0.01, beta: float = 2.0,
-               align_corners: bool = True) -> torch.Tensor:
-    """iGOS++'s smoothness term on masks ``m`` ``(N, 1, s, s)``: ½[TV_β(M) + BTV_β(I, up(M))] (protocols.md §4.3).
+               align_corners: bool = True, weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """iGOS++'s smoothness term on masks ``m`` ``(N, 1, s, s)``: ½[TV_β(M) + BTV_β(I, up(M))] (appendix §4.3).
 
     TV_β is :func:`tv_norm` at mask resolution, the bilateral part :func:`bilateral_tv` of the mask upsampled
-    (bilinear, ``align_corners``) to the image size, with the official code's asymmetric edge weights.
+    (bilinear, ``align_corners``) to the image size, with the official code's asymmetric edge weights
+    (``weights``: :func:`bilateral_weights` of ``image`` and ``sigma``, to compute them once per image).
     """
     up = upsample_mask(m, tuple(image.shape[-2:]), align_corners=align_corners)
-    return 0.5 * (tv_norm(m, beta) + bilateral_tv(image, up, sigma=sigma, beta=beta))
+    return 0.5 * (tv_norm(m, beta) + bilateral_tv(image, up, sigma=sigma, beta=beta, weights=weights))
 
 
 def rise_blur_kernel(klen: int = 11, nsig: float = 5.0) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """I-GOS / iGOS++: line search, masks, BTV, the batched integrated gradient, exactness of the work savings,
-ablation switches."""
+ablation switches, the step rule declared once, no per-call state on the explainer."""
 
 from __future__ import annotations
+
+import inspect
+import json
 
 import pytest
 import torch
@@ -9,8 +12,25 @@ from conftest import BoxMeanNet, make_classifier
 from torch import nn
 
 from saliency_core import get_explainer
-from saliency_core.methods.igos import GRAD, IGOS, TRIAL, IGOSPlusPlus, noise_stream
-from saliency_core.perturbations import bilateral_tv, blur_baseline, igospp_btv, tv_norm, upsample_mask
+from saliency_core.methods.igos import (
+    GRAD,
+    IGOS,
+    TRIAL,
+    IGOSPlusPlus,
+    IntegratedMaskOptimizer,
+    _randn,
+    _runs,
+    noise_stream,
+)
+from saliency_core.perturbations import (
+    bilateral_tv,
+    bilateral_weights,
+    blur_baseline,
+    compose,
+    igospp_btv,
+    tv_norm,
+    upsample_mask,
+)
 
 FAST = {"size": 8, "iterations": 4, "ig_steps": 4}
 
@@ -191,6 +211,56 @@ def test_bounds_save_model_passes_without_changing_the_result(tiny):
     assert a.n_forward == a.n_backward + sum(a.extras["ls_images"])
 
 
+@pytest.mark.parametrize("kind_term", [0, 1])
+@pytest.mark.parametrize("igos_noise", ["all", "official"])
+def test_composed_images_equal_the_plain_formula_bit_for_bit(box, kind_term, igos_noise):
+    """φ written in place into the reused buffer, with one noise draw per run of path points, is exactly the plain
+    per-image code: z·m + Ĩ·(1 − m) (insertion: swapped) plus that image's own draw × noise."""
+    clf, x = box
+    e = IGOSPlusPlus(clf, size=4, mode="naive", igos_noise=igos_noise, batch_size=8)  # terms: del x, ins x
+    c = e._start(x, 3)
+    up = upsample_mask(torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(3)), (32, 32),
+                       align_corners=True)
+    ks, n = range(2, 7), 9
+    e._images(c, kind_term, up, ks, n, True, noise_stream(1, 0, TRIAL, 2, kind_term), c.images[: len(ks)])
+    gen = noise_stream(1, 0, TRIAL, 2, kind_term)
+    plain = []
+    for k in ks:
+        m = torch.tensor([k / n]).view(1, 1, 1, 1) * up
+        if igos_noise == "all":
+            draw = torch.randn((1, 3, 32, 32), generator=gen) * 0.2
+        else:
+            draw = torch.zeros(1, 3, 32, 32)
+            draw[:, 0] = torch.randn((1, 32, 32), generator=gen) * (2 * 0.2)
+        plain.append(_phi(c.z, c.zb, ("del", "ins")[kind_term], m) + draw)
+    assert torch.equal(c.images[: len(ks)], torch.cat(plain))
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 5, 5), (7, 16)])
+def test_one_draw_of_n_noise_images_equals_n_draws_of_one(shape):
+    """What makes the batched noise exact: torch's CPU normal fill (one uniform per element, blocks of 16); sizes
+    that are not a multiple of 16 fall back to one draw per image."""
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    out = torch.empty(5, *shape)
+    _randn(g1, shape, 3, out[:3])
+    _randn(g1, shape, 2, out[3:])  # a stream continues across calls
+    ref = torch.cat([torch.randn((1, *shape), generator=g2) for _ in range(5)])
+    assert torch.equal(out, ref)
+
+
+def test_compose_in_place_is_bit_identical():
+    g = torch.Generator().manual_seed(0)
+    z, zb = torch.randn(1, 3, 20, 20, generator=g), torch.randn(1, 3, 20, 20, generator=g)
+    m = torch.rand(4, 1, 1, 1, generator=g) * torch.rand(1, 1, 20, 20, generator=g)
+    out = torch.full((4, 3, 20, 20), float("nan"))
+    assert compose(z, zb, m, out=out) is out
+    assert torch.equal(out, z * m + zb * (1.0 - m)) and torch.equal(out, compose(z, zb, m))
+
+
+def test_runs_group_consecutive_path_points():
+    assert _runs([(0, 3), (0, 4), (1, 1), (1, 2), (1, 4)]) == [(0, range(3, 5)), (1, range(1, 3)), (1, range(4, 5))]
+
+
 # ------------------------------------------------------------------------------------------------ line search
 @pytest.mark.parametrize("cls,kw", [(IGOSPlusPlus, {"mode": "deletion"}), (IGOSPlusPlus, {"mode": "naive"}),
                                     (IGOSPlusPlus, {}), (IGOS, {"variant": "igos_pp"})])
@@ -248,7 +318,7 @@ def test_btv_zero_for_constant_mask_and_matches_the_specified_formula():
     m = torch.rand(1, 1, 3, 3, generator=g)
     up = upsample_mask(m, (6, 6), align_corners=True)
     sigma = 0.01
-    # protocols.md §4.3: vertical weight from the channel-mean difference squared, horizontal weight = channel mean
+    # appendix §4.3: vertical weight from the channel-mean difference squared, horizontal weight = channel mean
     # of exp(−ΔI_c²/σ); means over the difference arrays; BTV = ½[TV₂(M) + bilateral TV₂(up(M))]
     dvi = (img[..., 1:, :] - img[..., :-1, :]).mean(1)
     wv = torch.exp(-(dvi**2) / sigma)
@@ -257,6 +327,16 @@ def test_btv_zero_for_constant_mask_and_matches_the_specified_formula():
     bil = bil + (wh * (up[:, 0, :, 1:] - up[:, 0, :, :-1]) ** 2).mean()
     tv = ((m[..., 1:, :] - m[..., :-1, :]) ** 2).mean() + ((m[..., :, 1:] - m[..., :, :-1]) ** 2).mean()
     torch.testing.assert_close(igospp_btv(img, m, sigma)[0], 0.5 * (tv + bil))
+
+
+def test_precomputed_bilateral_weights_give_the_same_btv():
+    g = torch.Generator().manual_seed(1)
+    img, m = torch.rand(1, 3, 12, 12, generator=g), torch.rand(2, 1, 4, 4, generator=g)
+    w = bilateral_weights(img, 0.05)
+    assert w[0].shape == (1, 1, 11, 12) and w[1].shape == (1, 1, 12, 11)
+    assert torch.equal(igospp_btv(img, m, 0.05, weights=w), igospp_btv(img, m, 0.05))
+    up = upsample_mask(m, (12, 12), align_corners=True)
+    assert torch.equal(bilateral_tv(img, up, 0.05, weights=w), bilateral_tv(img, up, 0.05))
 
 
 def test_btv_makes_mask_edges_cheap_where_the_image_has_edges():
@@ -274,12 +354,11 @@ def test_btv_makes_mask_edges_cheap_where_the_image_has_edges():
 def test_batched_integrated_gradient_equals_a_per_path_point_loop(tiny):
     clf, x, target = tiny
     e = IGOSPlusPlus(clf, size=4, ig_steps=5, noise=0.0, batch_size=3)
-    e._dev, e._target, e._l1 = x.device, target, 1.0
-    e._z = clf.normalize(x)
-    e._zb = clf.normalize(blur_baseline(x, 51, 50.0))
+    c = e._start(x, target)
     g0 = torch.Generator().manual_seed(1)
     masks = {"x": torch.rand(1, 1, 4, 4, generator=g0), "y": torch.rand(1, 1, 4, 4, generator=g0)}
-    g, loss = e._gradient(masks, 5, 0)
+    with clf.guard():
+        g, loss = e._gradient(c, masks, 5, 0)
     # reference: one image per path point; the joint terms compose with up(Mx)·up(My) as the official code does
     mx = masks["x"].clone().requires_grad_(True)
     my = masks["y"].clone().requires_grad_(True)
@@ -287,10 +366,10 @@ def test_batched_integrated_gradient_equals_a_per_path_point_loop(tiny):
     total, value = 0.0, 0.0
     for kind, u in (("del", ux), ("ins", uy), ("del", ux * uy), ("ins", ux * uy)):
         for k in range(1, 6):
-            p = clf.net(_phi(e._z, e._zb, kind, u * (k / 5))).softmax(1)[0, target]
+            p = clf.net(_phi(c.z, c.zb, kind, u * (k / 5))).softmax(1)[0, target]
             total = total + (0.5 if kind == "del" else -0.5) * p / 5
             value += (1.0 if kind == "del" else -1.0) * float(p.detach()) / 5
-    r = e._regulariser(mx * my)
+    r = e._regulariser(c, mx * my)
     rx, ry = torch.autograd.grad(total + r, [mx, my])
     torch.testing.assert_close(g["x"], rx, atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(g["y"], ry, atol=1e-6, rtol=1e-4)
@@ -300,10 +379,10 @@ def test_batched_integrated_gradient_equals_a_per_path_point_loop(tiny):
 def test_joint_terms_use_the_product_of_upsampled_masks(box):
     clf, x = box
     e = IGOSPlusPlus(clf, size=4)
-    e._z = clf.normalize(x)
+    c = e._start(x, 3)
     g0 = torch.Generator().manual_seed(2)
     masks = {"x": torch.rand(1, 1, 4, 4, generator=g0), "y": torch.rand(1, 1, 4, 4, generator=g0)}
-    ups = e._ups(masks)
+    ups = e._ups(c, masks)
     ux, uy = (upsample_mask(masks[k], (32, 32), align_corners=True) for k in ("x", "y"))
     torch.testing.assert_close(ups[2], ux * uy)
     assert not torch.allclose(ups[2], upsample_mask(masks["x"] * masks["y"], (32, 32), align_corners=True))
@@ -329,10 +408,9 @@ def test_ablation_switches_change_what_they_claim(box):
     assert not torch.allclose(base.map, c)
     # no BTV: plain TV on the mask, a different regulariser value for the same mask
     e1, e2 = IGOSPlusPlus(clf, **FAST), IGOSPlusPlus(clf, btv=False, **FAST)
-    for e in (e1, e2):
-        e._z, e._l1 = clf.normalize(x), 1.0
     m = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    assert float(e1._regulariser(m)) != pytest.approx(float(e2._regulariser(m)))
+    r1, r2 = (float(e._regulariser(e._start(x, 3), m)) for e in (e1, e2))
+    assert r1 != pytest.approx(r2)
     # output selection (Table 3)
     mx = IGOSPlusPlus(clf, returned_mask="mx", **FAST).explain(x, target=3)
     torch.testing.assert_close(mx.extras["mask"], base.extras["mask_x"])
@@ -364,10 +442,11 @@ def test_cli_swap_and_adaptive_l1_and_official_noise(box):
     assert ex.extras["l1"][12] == pytest.approx(0.1) and ex.extras["l1"][13] == pytest.approx(0.02)
     assert IGOS(flat, size=4, iterations=15, ig_steps=2, variant="igos_pp").explain(x, 3).extras["final_l1"] == 1.0
     assert IGOS(flat, size=4, iterations=3, ig_steps=2).explain(x, 3).extras["final_l1"] == 1.0  # T ≤ 3: never
-    e = IGOS(clf, igos_noise="official")
-    e._dev = x.device
+    e = IGOS(clf, igos_noise="official", batch_size=8)
+    c = e._start(x, 3)
     gen = noise_stream(0, 0, GRAD, 0, 0)
-    n = torch.cat([e._draw(gen, (16, 16)) for _ in range(200)])
+    n = torch.cat([e._draw(c, gen, 8).clone() for _ in range(25)])
+    assert n.shape == (200, 3, 32, 32)
     assert float(n[:, 1:].abs().max()) == 0.0 and float(n[:, 0].std()) == pytest.approx(0.4, rel=0.05)
 
 
@@ -392,10 +471,58 @@ def test_determinism_and_model_not_mutated(box):
 
 @pytest.mark.parametrize("kw,msg", [({"mode": "both"}, "mode="), ({"returned_mask": "m"}, "returned_mask="),
                                     ({"igos_noise": "red"}, "igos_noise="), ({"size": 0}, "size="),
+                                    ({"size": 2.5}, "size="), ({"size": True}, "size="),
+                                    ({"iterations": 10**6}, "iterations="), ({"ig_steps": 0}, "ig_steps="),
+                                    ({"batch_size": 0}, "batch_size="), ({"seed": -1}, "seed="),
+                                    ({"l1": -1.0}, "l1="), ({"tv": float("nan")}, "tv="), ({"noise": -0.1}, "noise="),
+                                    ({"alpha0": 0.0}, "alpha0="), ({"btv_sigma": 0}, "btv_sigma="),
+                                    ({"btv": 1}, "btv="), ({"reproduce_cli_swap": "no"}, "reproduce_cli_swap="),
+                                    ({"line_search": 0}, "line_search="), ({"fixed_step": 0.0}, "fixed_step="),
+                                    ({"ls_c": 1.0}, "ls_c="), ({"ls_floor": 0.0}, "ls_floor="),
                                     ({"ls_decay": 1.5}, "ls_decay="), ({"ls_batch": 0}, "ls_batch="),
-                                    ({"ls_bounds": "yes"}, "ls_bounds=")])
+                                    ({"ls_batch": 2.5}, "ls_batch="), ({"ls_bounds": "yes"}, "ls_bounds="),
+                                    ({"ls_common_noise": None}, "ls_common_noise="),
+                                    ({"ls_fresh_base": 1}, "ls_fresh_base=")])
 def test_bad_arguments(box, kw, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises(ValueError, match=msg) as err:
         IGOSPlusPlus(box[0], **kw)
+    assert "\n" not in str(err.value) and "accepted values" in str(err.value)
     with pytest.raises(ValueError, match="variant="):
         IGOS(box[0], variant="new")
+    with pytest.raises(ValueError, match="adaptive_l1="):
+        IGOS(box[0], adaptive_l1="on")
+    with pytest.raises(TypeError, match="ls_cc"):  # a misspelt step-rule knob is not swallowed by **step_rule
+        IGOS(box[0], ls_cc=1e-4)
+    with pytest.raises(ValueError, match="ls_cc=0.0001 is not a parameter of method='igos_pp' \\(did you mean 'ls_c'"):
+        get_explainer("igos_pp", box[0], ls_cc=1e-4)
+
+
+STEP_RULE = ("line_search", "fixed_step", "ls_c", "ls_decay", "ls_floor", "ls_batch", "ls_bounds", "ls_common_noise",
+             "ls_fresh_base")
+
+
+@pytest.mark.parametrize("cls", [IGOS, IGOSPlusPlus])
+def test_step_rule_declared_once_and_settings_are_plain_json(box, cls):
+    base = inspect.signature(IntegratedMaskOptimizer.__init__).parameters
+    assert all(base[k].kind is inspect.Parameter.KEYWORD_ONLY for k in STEP_RULE)
+    code = cls.__init__.__code__
+    assert not set(STEP_RULE) & set(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])  # declared once
+    shown = inspect.signature(cls).parameters  # ... and shown in the method's signature with the same defaults
+    assert all(shown[k].default == base[k].default for k in STEP_RULE) and list(shown)[-len(STEP_RULE):] == [
+        *STEP_RULE]
+    e = cls(box[0], iterations=4.0, l1=1, ls_c=1e-3)  # papermill/YAML may give 4.0 and 1
+    st = e.settings()
+    assert st["iterations"] == 4 and isinstance(st["iterations"], int) and isinstance(st["l1"], float)
+    assert st["ls_c"] == 1e-3 and st["ls_decay"] == base["ls_decay"].default
+    assert "ls_batch" not in st and "ls_bounds" not in st and "batch_size" not in st  # runtime only
+    assert json.loads(json.dumps(st)) == st
+    assert cls(box[0], **st).settings() == st  # the settings rebuild the same explainer
+
+
+def test_no_per_call_state_on_the_explainer(box):
+    clf, x = box
+    e = IGOSPlusPlus(clf, **FAST)
+    before = dict(vars(e))
+    e.explain(x, target=3)
+    assert vars(e).keys() == before.keys()
+    assert not any(isinstance(v, torch.Tensor) for v in vars(e).values())

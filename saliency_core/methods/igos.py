@@ -1,10 +1,10 @@
 """I-GOS (Qi, Khorram & Fuxin 2020) and iGOS++ (Khorram, Lawson & Fuxin 2021): integrated-gradient optimised masks.
 
 Both optimise keep-masks M ∈ [0, 1]^{s×s} (s = 224, 28 or 7; 1 keeps the image, low = salient), upsampled
-bilinearly with ``align_corners=True`` and composed as φ(I, Ĩ, M) = I·M + Ĩ·(1 − M) in normalised space, where
-Ĩ is the 51×51, σ = 50 blur of the image (protocols.md §4.1).
+bilinearly with ``align_corners=True`` and composed as φ(I, Ĩ, M) = I·M + Ĩ·(1 − M) in normalised space
+(:func:`~saliency_core.perturbations.compose`), where Ĩ is the 51×51, σ = 50 blur of the image (appendix §4.1).
 
-* The descent direction is the "integrated gradient" of protocols.md §4.1: ∇_M (1/N) Σ_k p_c(φ(α_k M) + noise),
+* The descent direction is the "integrated gradient" of appendix §4.1: ∇_M (1/N) Σ_k p_c(φ(α_k M) + noise),
   α_k = k/N. The path points of ALL terms of one step go through the model in chunks of ``batch_size`` images
   (a chunk may span terms), each chunk one forward and one backward.
 * The step is the Armijo backtracking line search of the official code (c = 1e-4, ×0.2 down to 1e-5), with
@@ -29,13 +29,30 @@ bilinearly with ``align_corners=True`` and composed as φ(I, Ĩ, M) = I·M + Ĩ�
 * iGOS++: deletion mask Mx and insertion mask My, loss del(Mx) − ins(My) + del(Mxy) − ins(Mxy) + R(Mx⊙My),
   where the joint terms use up(Mx)⊙up(My) as the official code does, R = l1·mean|1 − M| + tv·BTV(M) with
   BTV = ½[TV₂(M) + bilateral TV₂(up(M))]; the direction is ½∇(deletion/insertion terms) + ∇R and one step
-  size is shared by both masks (protocols.md §4.3).
+  size is shared by both masks (appendix §4.3).
 
 The returned map is 1 − up(M) (higher = more relevant); ``extras`` hold the s×s masks, losses and step sizes.
+
+Configuration. The step rule (``line_search``, ``fixed_step`` and the ``ls_*`` knobs) is declared once, as
+keyword-only arguments with their defaults in the signature of :class:`IntegratedMaskOptimizer`; I-GOS and iGOS++
+pass them through (``**step_rule``) and show them in their own signatures (``__init_subclass__`` appends the base's
+keyword-only parameters), which ``help()``, ``get_explainer``'s check of misspelt names and ``Explainer.settings()``
+read. They stay flat ``name: value`` entries in YAML and papermill parameters and plain JSON values in the cache
+key. (A nested options object was the alternative: it would need its own JSON form and nested YAML.)
+The paper hyper-parameters (``size``, ``iterations``, ``ig_steps``, ``l1``, ``tv``, ``noise``, ...) stay in each
+method's own signature, where a reader of ``help(IGOSPlusPlus)`` looks for them; one helper checks them.
+Everything that belongs to one call (the normalised image and baseline, the target, the current l1, the bilateral
+weights, the reusable image buffers) lives in a :class:`_Call` passed through the optimisation: nothing per-call
+is stored on the explainer.
+
+Work outside the network (per image of a path: compose φ in place in a reused buffer, one noise draw per run of
+path points of a term, one in-place add) does the same floating-point operations in the same order as the plain
+formula, so the masks are bit-identical to those of the straightforward code on the same machine.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,11 +61,12 @@ import torch
 
 from ..checks import check_bool, check_choice, check_int, check_range
 from ..explanation import Explainer
-from ..perturbations import blur_baseline, igospp_btv, tv_norm, upsample_mask
+from ..perturbations import bilateral_weights, blur_baseline, compose, igospp_btv, tv_norm, upsample_mask
 from .registry import register
 
 __all__ = [
-    "IGOS", "IGOSPlusPlus", "noise_stream", "GRAD", "BASE", "TRIAL", "IGOS_NOISE", "IGOSPP_MODES", "IGOSPP_MASKS",
+    "IGOS", "IGOSPlusPlus", "IntegratedMaskOptimizer", "noise_stream", "GRAD", "BASE", "TRIAL", "IGOS_NOISE",
+    "IGOSPP_MODES", "IGOSPP_MASKS",
 ]
 
 IGOS_NOISE = ("all", "official")
@@ -72,6 +90,25 @@ def noise_stream(seed: int, iteration: int, kind: int, index: int, term: int,
 
 
 @dataclass(eq=False)
+class _Call:
+    """The state of one explanation, built by :meth:`IntegratedMaskOptimizer._start` and passed through the loop."""
+
+    z: torch.Tensor  # the image in normalised space (1, 3, H, W)
+    zb: torch.Tensor  # its blurred baseline Ĩ, normalised
+    diff: torch.Tensor  # z − zb: dφ/dU of a deletion image (of an insertion image: −diff)
+    target: int
+    l1: float  # the current sparsity weight (the original I-GOS divides it during the run)
+    btv_weights: tuple[torch.Tensor, torch.Tensor] | None  # iGOS++'s bilateral edge weights of this image
+    images: torch.Tensor  # (batch_size, 3, H, W): the images of one model call, composed in place
+    scratch: torch.Tensor  # same shape: noise draws and other per-chunk products
+    fwd_images: int = 0  # images forwarded by the no-grad loss evaluations
+
+    @property
+    def device(self) -> torch.device:
+        return self.z.device
+
+
+@dataclass(eq=False)
 class _Eval:
     """One loss evaluation L(M') = Σ_t s_t·mean_k p_{t,k} + R, streamed image by image (see ``_stream``)."""
 
@@ -89,29 +126,85 @@ class _Eval:
     loss: float = float("nan")
 
 
-class _IntegratedMaskOptimizer(Explainer):
-    """Shared machinery: perturbed images, the gradient pass, the streamed loss evaluations, the loop."""
+class IntegratedMaskOptimizer(Explainer):
+    """Shared machinery of I-GOS and iGOS++ and the ONE declaration of their step rule.
 
-    # subclasses set: self._terms = [(kind "del"|"ins", which "x"|"y"|"xy", direction coefficient)], self._masks
-    # (names of the optimised masks), and implement _regulariser(m_out).
+    Subclasses set ``self._terms`` = [(kind "del"|"ins", which mask "x"|"y"|"xy", direction coefficient)] and
+    ``self._masks`` (names of the optimised masks), implement ``_regulariser(call, m_out)``, and forward their
+    ``**step_rule`` keyword arguments here.
+
+    Parameters
+    ----------
+    line_search : bool
+        Armijo backtracking (True) or ``fixed_step`` every iteration (the "fixed step size" ablation).
+    fixed_step : float
+        The step of ``line_search=False``.
+    ls_c, ls_decay, ls_floor : float
+        Armijo constant c, backtracking factor, smallest trial step (1e-4, 0.2, 1e-5 as the official codes).
+    ls_batch : int
+        Trial points a chunk of ``batch_size`` images may spill into (1 = strictly one after the other, best on
+        CPU; larger = speculative evaluation for accelerators). Runtime only: does not change the result.
+    ls_bounds : bool
+        Reject a trial point as soon as the regulariser and the images evaluated so far prove it fails the
+        Armijo condition (every probability is in [0, 1]). Runtime only: does not change the result.
+    ls_common_noise : bool
+        Evaluate the trial points with the gradient pass's noise draws (False = fresh noise, official).
+    ls_fresh_base : bool
+        Evaluate the base loss L(M) with fresh noise (official) instead of reusing the gradient pass's forward.
+    """
+
     runtime_args: ClassVar[tuple[str, ...]] = Explainer.runtime_args + ("ls_batch", "ls_bounds")
 
-    def _common_checks(self) -> None:
-        limits = {"size": 4096, "iterations": 10_000, "ig_steps": 10_000, "ls_batch": 10_000, "batch_size": None}
-        for name, high in limits.items():
-            setattr(self, name, check_int(name, getattr(self, name), 1, high))
-        self.seed = check_int("seed", self.seed, 0)
-        if getattr(self, "adaptive_l1", None) is not None:
-            check_bool("adaptive_l1", self.adaptive_l1)
-        check_range("noise", self.noise, 0.0)
-        check_choice("igos_noise", self.igos_noise, IGOS_NOISE)
-        check_range("ls_c", self.ls_c, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_range("ls_decay", self.ls_decay, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_range("ls_floor", self.ls_floor, 0.0, low_inclusive=False)
-        check_range("fixed_step", self.fixed_step, 0.0, low_inclusive=False)
-        check_range("l1", self.l1, 0.0)
-        for name in ("line_search", "ls_common_noise", "ls_fresh_base", "ls_bounds", "reproduce_cli_swap"):
-            check_choice(name, getattr(self, name), (True, False))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Show the step rule in each subclass's signature: its own parameters, then the keyword-only ones of
+        :meth:`IntegratedMaskOptimizer.__init__` in place of ``**step_rule`` (``help()``, ``get_explainer``'s check
+        of the names and ``settings()`` all read it; the declaration and the defaults stay here only)."""
+        super().__init_subclass__(**kwargs)
+        own = inspect.signature(cls.__init__)
+        shared = [p for p in inspect.signature(IntegratedMaskOptimizer.__init__).parameters.values()
+                  if p.kind is p.KEYWORD_ONLY]
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(params) < len(own.parameters):  # the subclass forwards **step_rule
+            cls.__init__.__signature__ = own.replace(parameters=params + shared)
+
+    def __init__(
+        self,
+        model,
+        *,
+        line_search: bool = True,
+        fixed_step: float = 50.0,
+        ls_c: float = 1e-4,
+        ls_decay: float = 0.2,
+        ls_floor: float = 1e-5,
+        ls_batch: int = 1,
+        ls_bounds: bool = True,
+        ls_common_noise: bool = False,
+        ls_fresh_base: bool = False,
+    ) -> None:
+        super().__init__(model)
+        self.line_search = check_bool("line_search", line_search)
+        self.fixed_step = float(check_range("fixed_step", fixed_step, 0.0, low_inclusive=False))
+        self.ls_c = float(check_range("ls_c", ls_c, 0.0, 1.0, low_inclusive=False, high_inclusive=False))
+        self.ls_decay = float(check_range("ls_decay", ls_decay, 0.0, 1.0, low_inclusive=False, high_inclusive=False))
+        self.ls_floor = float(check_range("ls_floor", ls_floor, 0.0, low_inclusive=False))
+        self.ls_batch = check_int("ls_batch", ls_batch, 1, 10_000)
+        self.ls_bounds = check_bool("ls_bounds", ls_bounds)
+        self.ls_common_noise = check_bool("ls_common_noise", ls_common_noise)
+        self.ls_fresh_base = check_bool("ls_fresh_base", ls_fresh_base)
+
+    def _set_common(self, *, size: int, iterations: int, ig_steps: int, l1: float, tv: float, noise: float,
+                    igos_noise: str, reproduce_cli_swap: bool, seed: int, batch_size: int) -> None:
+        """Check and store the hyper-parameters both methods declare in their own signatures."""
+        self.size = check_int("size", size, 1, 4096)
+        self.iterations = check_int("iterations", iterations, 1, 10_000)
+        self.ig_steps = check_int("ig_steps", ig_steps, 1, 10_000)
+        self.l1 = float(check_range("l1", l1, 0.0))
+        self.tv = float(check_range("tv", tv, 0.0))
+        self.noise = float(check_range("noise", noise, 0.0))
+        self.igos_noise = check_choice("igos_noise", igos_noise, IGOS_NOISE)
+        self.reproduce_cli_swap = check_bool("reproduce_cli_swap", reproduce_cli_swap)
+        self.seed = check_int("seed", seed, 0, 2**64 - 1)
+        self.batch_size = check_int("batch_size", batch_size, 1, 1_000_000)
 
     def min_input_size(self) -> int:
         """One pixel per mask cell at least (a finer mask has cells that touch no pixel)."""
@@ -119,87 +212,112 @@ class _IntegratedMaskOptimizer(Explainer):
 
     # -- schedule ------------------------------------------------------------------------------------
     def _schedule(self) -> tuple[int, int]:
-        """(optimisation iterations, IG points); the official CLI passes them swapped (protocols.md §4.5.1)."""
+        """(optimisation iterations, IG points); the official CLI passes them swapped (appendix §4.5.1)."""
         if self.reproduce_cli_swap:
             return self.ig_steps, self.iterations
         return self.iterations, self.ig_steps
 
+    # -- per-call state --------------------------------------------------------------------------------
+    def _start(self, x: torch.Tensor, target: int) -> _Call:
+        """The per-call state for image ``x`` (1, 3, H, W) in [0, 1] and class ``target``."""
+        z = self.model.normalize(x)
+        zb = self.model.normalize(blur_baseline(x, 51, 50.0))
+        # a model call holds at most batch_size images, and never more than ls_batch evaluations have
+        n = min(self.batch_size, len(self._terms) * max(self.ig_steps, self.iterations) * self.ls_batch)
+        return _Call(z=z, zb=zb, diff=z - zb, target=int(target), l1=float(self.l1),
+                     btv_weights=self._btv_weights(z), images=torch.empty((n, *z.shape[1:]), device=z.device),
+                     scratch=torch.empty((n, *z.shape[1:]), device=z.device))
+
+    def _btv_weights(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
     # -- images --------------------------------------------------------------------------------------
-    def _ups(self, masks: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _ups(self, c: _Call, masks: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Per term the upsampled mask; the joint terms use up(Mx)·up(My) (``methods.py`` of IGOS_pp)."""
-        hw = tuple(self._z.shape[-2:])
+        hw = tuple(c.z.shape[-2:])
         up = {k: upsample_mask(v, hw, align_corners=True) for k, v in masks.items()}
         return [up["x"] * up["y"] if which == "xy" else up[which] for _, which, _ in self._terms]
 
     def _sign(self, t: int) -> float:
         return 1.0 if self._terms[t][0] == "del" else -1.0
 
-    def _images(self, t: int, up: torch.Tensor, ks: range, n_points: int, integrated: bool,
-                gen: torch.Generator | None) -> torch.Tensor:
-        """φ of term ``t`` at path points ``ks`` (α_k = k/N; α = 1 when not ``integrated``), plus its noise."""
-        z, zb = self._z, self._zb
+    def _images(self, c: _Call, t: int, up: torch.Tensor, ks: range, n_points: int, integrated: bool,
+                gen: torch.Generator | None, out: torch.Tensor) -> None:
+        """Write φ of term ``t`` at path points ``ks`` (α_k = k/N; α = 1 when not ``integrated``), plus its
+        noise, into ``out`` (len(ks), 3, H, W): φ(I, Ĩ, α·up) for deletion, φ(Ĩ, I, α·up) for insertion."""
         if integrated:
-            a = torch.tensor([k / n_points for k in ks], device=z.device, dtype=z.dtype).view(-1, 1, 1, 1)
+            a = torch.tensor([k / n_points for k in ks], device=c.device, dtype=c.z.dtype).view(-1, 1, 1, 1)
+            m = a * up
         else:
-            a = torch.ones(len(ks), 1, 1, 1, device=z.device, dtype=z.dtype)
-        m = a * up
-        x = z * m + zb * (1.0 - m) if self._terms[t][0] == "del" else zb * m + z * (1.0 - m)
+            m = up
+        first, second = (c.z, c.zb) if self._terms[t][0] == "del" else (c.zb, c.z)
+        compose(first, second, m, out=out)
         if gen is not None:
-            x = x + torch.cat([self._draw(gen, tuple(x.shape[-2:])) for _ in ks])
-        return x
+            out.add_(self._draw(c, gen, len(ks)))
 
-    def _draw(self, gen: torch.Generator, hw: tuple[int, int]) -> torch.Tensor:
-        """One image of noise: N(0, noise²) on all channels, or the original demo's 2·noise on channel 0."""
+    def _draw(self, c: _Call, gen: torch.Generator, n: int) -> torch.Tensor:
+        """The next ``n`` noise images of stream ``gen`` (in ``c.scratch``): N(0, noise²) on all channels, or the
+        original demo's 2·noise on channel 0. One call draws what ``n`` calls of one image would draw."""
+        hw = tuple(c.z.shape[-2:])
+        out = c.scratch[:n]
         if self.igos_noise == "all":
-            return torch.randn((1, 3, *hw), generator=gen, device=self._dev) * self.noise
-        out = torch.zeros(1, 3, *hw, device=self._dev)
-        out[:, 0] = torch.randn((1, *hw), generator=gen, device=self._dev) * (2 * self.noise)
+            _randn(gen, (3, *hw), n, out)
+            return out.mul_(self.noise)
+        ch0 = torch.empty((n, *hw), device=c.device)
+        _randn(gen, hw, n, ch0)
+        out.zero_()
+        out[:, 0] = ch0.mul_(2 * self.noise)
         return out
 
-    def _gen(self, key: tuple[int, int, int] | None, t: int) -> torch.Generator | None:
+    def _gen(self, key: tuple[int, int, int] | None, t: int, device: torch.device) -> torch.Generator | None:
         if key is None or self.noise == 0:
             return None
-        return noise_stream(self.seed, *key, t, device=self._dev)
+        return noise_stream(self.seed, *key, t, device=device)
 
     # -- the gradient pass ---------------------------------------------------------------------------
-    def _gradient(self, masks: dict[str, torch.Tensor], n_points: int, it: int) -> tuple[dict, float]:
+    def _gradient(self, c: _Call, masks: dict[str, torch.Tensor], n_points: int, it: int) -> tuple[dict, float]:
         """Direction g (dict per mask) and the noisy integrated loss at M from the same forwards."""
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in masks.items()}
-        ups = self._ups(leaves)
-        diff = self._z - self._zb  # dφ/dU = α·(I − Ĩ) for deletion and α·(Ĩ − I) = −α·(I − Ĩ) for insertion
-        gens = [self._gen((it, GRAD, 0), t) for t in range(len(self._terms))]
+        ups = self._ups(c, leaves)
+        ups_d = [u.detach() for u in ups]
+        n_terms = len(self._terms)
+        gens = [self._gen((it, GRAD, 0), t, c.device) for t in range(n_terms)]
         g_up = [torch.zeros_like(u) for u in ups]
-        probs = torch.zeros(len(self._terms), n_points, device=self._dev, dtype=torch.float64)
-        specs = [(t, k) for t in range(len(self._terms)) for k in range(1, n_points + 1)]
+        probs = torch.zeros(n_terms, n_points, device=c.device, dtype=torch.float64)
+        specs = [(t, k) for t in range(n_terms) for k in range(1, n_points + 1)]
         for i in range(0, len(specs), self.batch_size):
             chunk = specs[i : i + self.batch_size]
             runs = _runs(chunk)
-            xs = [self._images(t, ups[t].detach(), ks, n_points, True, gens[t]) for t, ks in runs]
-            xc = torch.cat(xs).requires_grad_(True)
-            p = self.model.net(xc).softmax(1)[:, self._target]
-            w = torch.tensor([self._sign(t) * self._terms[t][2] / n_points for t, _ in chunk], device=self._dev)
+            j = 0
+            for t, ks in runs:
+                self._images(c, t, ups_d[t], ks, n_points, True, gens[t], c.images[j : j + len(ks)])
+                j += len(ks)
+            xc = c.images[: len(chunk)].detach().requires_grad_(True)
+            p = self.model.net(xc).softmax(1)[:, c.target]
+            w = torch.tensor([self._sign(t) * self._terms[t][2] / n_points for t, _ in chunk], device=c.device)
             (p * w).sum().backward()
             gx = xc.grad
             j = 0
             for t, ks in runs:
-                a = torch.tensor([k / n_points for k in ks], device=self._dev, dtype=gx.dtype).view(-1, 1, 1, 1)
-                gk = (gx[j : j + len(ks)] * diff).sum(1, keepdim=True)  # gx already carries the term weight
-                g_up[t] += (1.0 if self._terms[t][0] == "del" else -1.0) * (a * gk).sum(0, keepdim=True)
+                # dφ/dU = α·(I − Ĩ) for deletion and α·(Ĩ − I) = −α·(I − Ĩ) for insertion; gx carries the weight
+                a = torch.tensor([k / n_points for k in ks], device=c.device, dtype=gx.dtype).view(-1, 1, 1, 1)
+                gk = torch.mul(gx[j : j + len(ks)], c.diff, out=c.scratch[: len(ks)]).sum(1, keepdim=True)
+                g_up[t] += self._sign(t) * (a * gk).sum(0, keepdim=True)
                 probs[t, ks.start - 1 : ks.stop - 1] = p[j : j + len(ks)].detach().double()
                 j += len(ks)
-        reg = self._regulariser(self._out_mask(leaves))
+        reg = self._regulariser(c, self._out_mask(leaves))
         total = sum((u * gu).sum() for u, gu in zip(ups, g_up)) + reg
         g = torch.autograd.grad(total, [leaves[k] for k in self._masks])
-        sign = torch.tensor([self._sign(t) for t in range(len(self._terms))], device=self._dev, dtype=torch.float64)
+        sign = torch.tensor([self._sign(t) for t in range(n_terms)], device=c.device, dtype=torch.float64)
         loss = float((sign * probs.mean(1)).sum()) + float(reg.detach())
         return dict(zip(self._masks, [t.detach() for t in g])), loss
 
     # -- streamed loss evaluations ------------------------------------------------------------------
-    def _new_eval(self, masks: dict, key: tuple[int, int, int] | None, n_points: int, integrated: bool,
+    def _new_eval(self, c: _Call, masks: dict, key: tuple[int, int, int] | None, n_points: int, integrated: bool,
                   thr: float | None) -> _Eval:
         with torch.no_grad():
-            ups = [u.detach() for u in self._ups(masks)]
-            reg = float(self._regulariser(self._out_mask(masks)))
+            ups = [u.detach() for u in self._ups(c, masks)]
+            reg = float(self._regulariser(c, self._out_mask(masks)))
         n_t = len(self._terms)
         order = [t for t in range(n_t) if self._sign(t) < 0] + [t for t in range(n_t) if self._sign(t) > 0]
         ev = _Eval(ups=ups, keys=[key] * n_t, n_points=n_points if integrated else 1, integrated=integrated,
@@ -226,7 +344,7 @@ class _IntegratedMaskOptimizer(Explainer):
             ev.status = "rejected"
 
     @torch.no_grad()
-    def _stream(self, evals: list[_Eval]) -> _Eval | None:
+    def _stream(self, c: _Call, evals: list[_Eval]) -> _Eval | None:
         """Evaluate ``evals`` (consecutive trial points, or one full evaluation) in chunks of ``batch_size``.
 
         Returns the first one that is accepted (all images done and L ≤ thr, or thr None) or None when all are
@@ -248,14 +366,14 @@ class _IntegratedMaskOptimizer(Explainer):
                     chunk.append((e, t, ks))
                     e.pos += len(ks)
                     room -= len(ks)
-            xs = []
+            j = 0
             for e, t, ks in chunk:
                 if t not in e.gens:
-                    e.gens[t] = self._gen(e.keys[t], t) if e.integrated else None
-                xs.append(self._images(t, e.ups[t], ks, e.n_points, e.integrated, e.gens[t]))
-            xb = torch.cat(xs)
-            self._fwd_images += xb.shape[0]
-            p = self.model.net(xb).softmax(1)[:, self._target].double().tolist()
+                    e.gens[t] = self._gen(e.keys[t], t, c.device) if e.integrated else None
+                self._images(c, t, e.ups[t], ks, e.n_points, e.integrated, e.gens[t], c.images[j : j + len(ks)])
+                j += len(ks)
+            c.fwd_images += j
+            p = self.model.net(c.images[:j]).softmax(1)[:, c.target].double().tolist()
             j = 0
             for e, t, ks in chunk:
                 e.probs[t].extend(p[j : j + len(ks)])
@@ -263,7 +381,7 @@ class _IntegratedMaskOptimizer(Explainer):
             for e in {id(e): e for e, _, _ in chunk}.values():
                 self._check(e)
 
-    def _line_search(self, masks: dict, g: dict, gsq: float, base: float, it: int, n_points: int,
+    def _line_search(self, c: _Call, masks: dict, g: dict, gsq: float, base: float, it: int, n_points: int,
                      clean: bool, alpha0: float) -> dict[str, Any]:
         """Armijo backtracking: the first (largest) α_j = α₀·decay^j ≥ floor with L(clamp(M − α_j g)) ≤
         base − c·α_j·‖g‖²; none → α_last·decay, unaccepted (the official codes still take that tiny step)."""
@@ -272,26 +390,27 @@ class _IntegratedMaskOptimizer(Explainer):
         while a >= self.ls_floor:
             alphas.append(a)
             a *= self.ls_decay
-        fwd0 = self._fwd_images
+        fwd0 = c.fwd_images
         for start in range(0, len(alphas), self.ls_batch):
             evals = []
             for j in range(start, min(start + self.ls_batch, len(alphas))):
                 cand = {k: (masks[k] - alphas[j] * g[k]).clamp(0.0, 1.0) for k in self._masks}
                 key = (it, GRAD, 0) if self.ls_common_noise else (it, TRIAL, j)
                 thr = base - self.ls_c * alphas[j] * gsq
-                evals.append(self._new_eval(cand, None if clean else key, n_points, not clean, thr))
-            acc = self._stream(evals)
+                evals.append(self._new_eval(c, cand, None if clean else key, n_points, not clean, thr))
+            acc = self._stream(c, evals)
             if acc is not None:
                 j = start + evals.index(acc)
                 return {"alpha": alphas[j], "accepted": True, "loss": acc.loss, "n_trials": j + 1,
-                        "probs": [float(np.mean(pt)) for pt in acc.probs], "images": self._fwd_images - fwd0}
+                        "probs": [float(np.mean(pt)) for pt in acc.probs], "images": c.fwd_images - fwd0}
         last = alphas[-1] * self.ls_decay if alphas else float(alpha0)
         return {"alpha": last, "accepted": False, "loss": float("nan"), "n_trials": len(alphas), "probs": None,
-                "images": self._fwd_images - fwd0}
+                "images": c.fwd_images - fwd0}
 
-    def _full_eval(self, masks: dict, key: tuple[int, int, int] | None, n_points: int, integrated: bool) -> _Eval:
-        ev = self._new_eval(masks, key, n_points, integrated, None)
-        self._stream([ev])
+    def _full_eval(self, c: _Call, masks: dict, key: tuple[int, int, int] | None, n_points: int,
+                   integrated: bool) -> _Eval:
+        ev = self._new_eval(c, masks, key, n_points, integrated, None)
+        self._stream(c, [ev])
         return ev
 
     @staticmethod
@@ -300,25 +419,17 @@ class _IntegratedMaskOptimizer(Explainer):
 
     # -- the loop --------------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, target: int, ls_clean: bool, alpha0: float, adaptive_l1: bool) -> dict:
-        self._dev = x.device
-        self._target = int(target)
-        self._z = self.model.normalize(x)
-        self._zb = self.model.normalize(blur_baseline(x, 51, 50.0))
-        self._l1 = float(self.l1)
-        self._fwd_images = 0  # images forwarded by _stream (no-grad loss evaluations)
-        return self._loop(ls_clean, alpha0, adaptive_l1)
-
-    def _loop(self, ls_clean: bool, alpha0: float, adaptive_l1: bool) -> dict:
+        c = self._start(x, target)
         iterations, n_points = self._schedule()
         s = self.size
         signs = [self._sign(t) for t in range(len(self._terms))]
-        masks = {k: torch.ones(1, 1, s, s, device=self._dev) for k in self._masks}
+        masks = {k: torch.ones(1, 1, s, s, device=c.device) for k in self._masks}
         hist: dict[str, list] = {"loss": [], "loss_after": [], "step": [], "accepted": [], "ls_trials": [],
                                  "ls_images": [], "grad_sq": [], "l1": [], "p_del": []}
         clean: list[float] | None = None  # noise-free, non-integrated term probabilities at the current masks
 
         def clean_probs() -> list[float]:
-            ev = self._full_eval(masks, None, 1, False)
+            ev = self._full_eval(c, masks, None, 1, False)
             return [float(pt[0]) for pt in ev.probs]
 
         curve2: list[float] = []
@@ -326,19 +437,19 @@ class _IntegratedMaskOptimizer(Explainer):
             clean = clean_probs()
             curve2 = [clean[0], clean[0]]
         for i in range(iterations):
-            g, loss_int = self._gradient(masks, n_points, i)
+            g, loss_int = self._gradient(c, masks, n_points, i)
             gsq = float(sum((t * t).sum() for t in g.values()))
             if ls_clean:
                 if clean is None:
                     clean = clean_probs()
                 with torch.no_grad():
-                    base = self._combine(clean, signs, float(self._regulariser(self._out_mask(masks))))
+                    base = self._combine(clean, signs, float(self._regulariser(c, self._out_mask(masks))))
             elif self.ls_fresh_base:
-                base = self._full_eval(masks, (i, BASE, 0), n_points, True).loss
+                base = self._full_eval(c, masks, (i, BASE, 0), n_points, True).loss
             else:
                 base = loss_int
             if self.line_search:
-                res = self._line_search(masks, g, gsq, base, i, n_points, ls_clean, alpha0)
+                res = self._line_search(c, masks, g, gsq, base, i, n_points, ls_clean, alpha0)
             else:
                 res = {"alpha": float(self.fixed_step), "accepted": True, "loss": float("nan"), "n_trials": 0,
                        "probs": None, "images": 0}
@@ -352,21 +463,21 @@ class _IntegratedMaskOptimizer(Explainer):
             hist["ls_trials"].append(int(res["n_trials"]))
             hist["ls_images"].append(int(res["images"]))
             hist["grad_sq"].append(gsq)
-            hist["l1"].append(self._l1)
+            hist["l1"].append(c.l1)
             if adaptive_l1:
                 if clean is None:
                     clean = clean_probs()
                 curve2.append(clean[0])
                 hist["p_del"].append(clean[0])
                 # the original demo adapts l1 at the END of iteration i, from curve2[i] = p(M_{i-1})
-                # (curve2 holds iteration 0 twice), only when T > 3 (protocols.md §4.2)
+                # (curve2 holds iteration 0 twice), only when T > 3 (appendix §4.2)
                 if iterations > 3:
                     if i == int(iterations / 2):
                         if abs(curve2[0] - curve2[i]) <= 1e-3:
-                            self._l1 /= 10.0
+                            c.l1 /= 10.0
                     elif i == int(iterations / 1.25) and abs(curve2[0] - curve2[i]) <= 1e-2:
-                        self._l1 /= 5.0
-        return {"masks": masks, "hist": hist}
+                        c.l1 /= 5.0
+        return {"masks": masks, "hist": hist, "final_l1": c.l1}
 
     def _out_mask(self, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         m = None
@@ -374,8 +485,8 @@ class _IntegratedMaskOptimizer(Explainer):
             m = masks[k] if m is None else m * masks[k]
         return m
 
-    def _finish(self, x: torch.Tensor, masks: dict, hist: dict,
-                returned_mask: str = "mxy") -> tuple[torch.Tensor, dict]:
+    def _finish(self, x: torch.Tensor, out: dict, returned_mask: str = "mxy") -> tuple[torch.Tensor, dict]:
+        masks = out["masks"]
         m_out = self._out_mask(masks)
         mx = masks.get("x", m_out)
         my = masks.get("y", m_out)
@@ -388,11 +499,22 @@ class _IntegratedMaskOptimizer(Explainer):
             "mask_y": my[0, 0].cpu(),
             "saliency_grid": (1.0 - chosen[0, 0]).cpu(),
         }
-        extras.update(hist)
-        extras["final_l1"] = self._l1
-        for k in ("_z", "_zb"):  # release the per-call tensors
-            self.__dict__.pop(k, None)
+        extras.update(out["hist"])
+        extras["final_l1"] = out["final_l1"]
         return 1.0 - up, extras
+
+
+def _randn(gen: torch.Generator, shape: tuple[int, ...], n: int, out: torch.Tensor) -> None:
+    """``n`` consecutive draws of ``torch.randn((1, *shape), generator=gen)`` into ``out`` (n, *shape).
+
+    PyTorch's CPU normal fill draws one uniform per element and transforms them in blocks of 16, so when an image
+    has a multiple of 16 elements one draw of n images equals n draws of one (tests/test_igos.py checks it)."""
+    numel = int(np.prod(shape))
+    if out.device.type == "cpu" and numel % 16 == 0:
+        torch.randn((n, *shape), generator=gen, out=out)
+        return
+    for j in range(n):
+        torch.randn((1, *shape), generator=gen, out=out[j : j + 1])
 
 
 def _runs(chunk: list[tuple[int, int]]) -> list[tuple[int, range]]:
@@ -407,8 +529,8 @@ def _runs(chunk: list[tuple[int, int]]) -> list[tuple[int, range]]:
 
 
 @register("igos")
-class IGOS(_IntegratedMaskOptimizer):
-    """I-GOS: one deletion mask, integrated-gradient direction, Armijo line search (protocols.md §4.2-4.3, §4.6).
+class IGOS(IntegratedMaskOptimizer):
+    """I-GOS: one deletion mask, integrated-gradient direction, Armijo line search (appendix §4.2-4.3, §4.6).
 
     Parameters
     ----------
@@ -431,26 +553,16 @@ class IGOS(_IntegratedMaskOptimizer):
         Divide l1 by 10 after iteration ⌊T/2⌋ and by 5 after ⌊T/1.25⌋ when the noise-free deletion score has
         not moved (as the demo: only when T > 3, comparing with the score one iteration back); ``None`` = on for
         ``"original"``, off for ``"igos_pp"``.
-    line_search, fixed_step : bool, float
-        ``line_search=False`` takes ``fixed_step`` every iteration (ablation).
-    ls_c, ls_decay, ls_floor : float
-        Armijo constant, backtracking factor, smallest trial step.
-    ls_batch : int
-        Trial points a chunk of ``batch_size`` images may spill into (1 = strictly one after the other, best on
-        CPU; larger = speculative evaluation for accelerators). Does not change the result.
-    ls_bounds : bool
-        Reject a trial point as soon as the regulariser and the images evaluated so far prove it fails the
-        Armijo condition (every probability is in [0, 1]). Does not change the result.
-    ls_common_noise : bool
-        Evaluate the trial points with the gradient pass's noise draws (False = fresh noise, official).
-    ls_fresh_base : bool
-        Evaluate the base loss L(M) with fresh noise (official) instead of reusing the gradient pass's forward.
     reproduce_cli_swap : bool
         Run ``ig_steps`` iterations with ``iterations`` IG points (the official CLI's swapped arguments).
     seed : int
         Seed of the noise streams (see :func:`noise_stream`).
     batch_size : int
         Images per model call (runtime only: the result does not depend on it).
+    **step_rule
+        ``line_search``, ``fixed_step``, ``ls_c``, ``ls_decay``, ``ls_floor``, ``ls_batch``, ``ls_bounds``,
+        ``ls_common_noise``, ``ls_fresh_base``: keyword-only, declared with their defaults in
+        :class:`IntegratedMaskOptimizer`.
     """
 
     def __init__(
@@ -466,50 +578,35 @@ class IGOS(_IntegratedMaskOptimizer):
         igos_noise: str = "all",
         variant: str = "original",
         adaptive_l1: bool | None = None,
-        line_search: bool = True,
-        fixed_step: float = 50.0,
-        ls_c: float = 1e-4,
-        ls_decay: float = 0.2,
-        ls_floor: float = 1e-5,
-        ls_batch: int = 1,
-        ls_bounds: bool = True,
-        ls_common_noise: bool = False,
-        ls_fresh_base: bool = False,
         reproduce_cli_swap: bool = False,
         seed: int = 0,
         batch_size: int = 16,
+        **step_rule: Any,
     ) -> None:
-        super().__init__(model)
-        self.size, self.iterations, self.ig_steps = size, iterations, ig_steps
-        self.l1, self.tv, self.alpha0, self.noise, self.igos_noise = l1, tv, alpha0, noise, igos_noise
-        self.variant, self.adaptive_l1 = variant, adaptive_l1
-        self.line_search, self.fixed_step = line_search, fixed_step
-        self.ls_c, self.ls_decay, self.ls_floor, self.ls_batch = ls_c, ls_decay, ls_floor, ls_batch
-        self.ls_bounds, self.ls_common_noise, self.ls_fresh_base = ls_bounds, ls_common_noise, ls_fresh_base
-        self.reproduce_cli_swap, self.seed, self.batch_size = reproduce_cli_swap, seed, batch_size
-        self._common_checks()
-        check_choice("variant", variant, ("original", "igos_pp"))
-        check_range("tv", tv, 0.0)
-        if alpha0 is not None:
-            check_range("alpha0", alpha0, 0.0, low_inclusive=False)
+        super().__init__(model, **step_rule)
+        self._set_common(size=size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, noise=noise,
+                         igos_noise=igos_noise, reproduce_cli_swap=reproduce_cli_swap, seed=seed,
+                         batch_size=batch_size)
+        self.variant = check_choice("variant", variant, ("original", "igos_pp"))
+        self.alpha0 = None if alpha0 is None else float(check_range("alpha0", alpha0, 0.0, low_inclusive=False))
+        self.adaptive_l1 = None if adaptive_l1 is None else check_bool("adaptive_l1", adaptive_l1)
         self._terms = [("del", "x", 1.0)]
         self._masks = ("x",)
 
-    def _regulariser(self, m: torch.Tensor) -> torch.Tensor:
+    def _regulariser(self, c: _Call, m: torch.Tensor) -> torch.Tensor:
         """l1·mean|1 − M| + tv·TV₂(M) at mask resolution."""
-        return self._l1 * (1.0 - m).abs().mean() + self.tv * tv_norm(m, 2.0).sum()
+        return c.l1 * (1.0 - m).abs().mean() + self.tv * tv_norm(m, 2.0).sum()
 
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
         original = self.variant == "original"
         alpha0 = self.alpha0 if self.alpha0 is not None else (200.0 if original else 1000.0)
         adaptive = self.adaptive_l1 if self.adaptive_l1 is not None else original
-        out = self._run(x, target, ls_clean=original, alpha0=alpha0, adaptive_l1=adaptive)
-        return self._finish(x, out["masks"], out["hist"])
+        return self._finish(x, self._run(x, target, ls_clean=original, alpha0=alpha0, adaptive_l1=adaptive))
 
 
 @register("igos_pp")
-class IGOSPlusPlus(_IntegratedMaskOptimizer):
-    """iGOS++: bilateral deletion/insertion masks tied by their product, BTV smoothness (protocols.md §4.3, §4.6).
+class IGOSPlusPlus(IntegratedMaskOptimizer):
+    """iGOS++: bilateral deletion/insertion masks tied by their product, BTV smoothness (appendix §4.3, §4.6).
 
     Parameters
     ----------
@@ -530,10 +627,6 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         one deletion mask with iGOS++'s regulariser.
     btv : bool
         False = plain TV₂ at mask resolution instead of BTV (the "no BTV" ablation).
-    line_search, fixed_step : bool, float
-        ``line_search=False`` is the "fixed step size" ablation.
-    ls_c, ls_decay, ls_floor, ls_batch, ls_bounds, ls_common_noise, ls_fresh_base :
-        Line search (see :class:`IGOS`).
     returned_mask : {"mxy", "mx", "my"}
         Which mask becomes the map (Table 3).
     reproduce_cli_swap : bool
@@ -542,6 +635,10 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         Seed of the noise streams (see :func:`noise_stream`).
     batch_size : int
         Images per model call (runtime only).
+    **step_rule
+        ``line_search`` (False = the "fixed step size" ablation), ``fixed_step``, ``ls_c``, ``ls_decay``,
+        ``ls_floor``, ``ls_batch``, ``ls_bounds``, ``ls_common_noise``, ``ls_fresh_base``: keyword-only, declared
+        with their defaults in :class:`IntegratedMaskOptimizer`.
     """
 
     def __init__(
@@ -558,35 +655,21 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
         btv_sigma: float = 0.01,
         mode: str = "bilateral",
         btv: bool = True,
-        line_search: bool = True,
-        fixed_step: float = 50.0,
-        ls_c: float = 1e-4,
-        ls_decay: float = 0.2,
-        ls_floor: float = 1e-5,
-        ls_batch: int = 1,
-        ls_bounds: bool = True,
-        ls_common_noise: bool = False,
-        ls_fresh_base: bool = False,
         returned_mask: str = "mxy",
         reproduce_cli_swap: bool = False,
         seed: int = 0,
         batch_size: int = 16,
+        **step_rule: Any,
     ) -> None:
-        super().__init__(model)
-        self.size, self.iterations, self.ig_steps = size, iterations, ig_steps
-        self.l1, self.tv, self.alpha0, self.noise, self.igos_noise = l1, tv, alpha0, noise, igos_noise
-        self.btv_sigma, self.mode, self.btv = btv_sigma, mode, btv
-        self.line_search, self.fixed_step = line_search, fixed_step
-        self.ls_c, self.ls_decay, self.ls_floor, self.ls_batch = ls_c, ls_decay, ls_floor, ls_batch
-        self.ls_bounds, self.ls_common_noise, self.ls_fresh_base = ls_bounds, ls_common_noise, ls_fresh_base
-        self.returned_mask, self.reproduce_cli_swap = returned_mask, reproduce_cli_swap
-        self.seed, self.batch_size = seed, batch_size
-        self._common_checks()
-        check_choice("mode", mode, IGOSPP_MODES)
-        check_choice("returned_mask", returned_mask, IGOSPP_MASKS)
-        check_range("tv", tv, 0.0)
-        check_range("alpha0", alpha0, 0.0, low_inclusive=False)
-        check_range("btv_sigma", btv_sigma, 0.0, low_inclusive=False)
+        super().__init__(model, **step_rule)
+        self._set_common(size=size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, noise=noise,
+                         igos_noise=igos_noise, reproduce_cli_swap=reproduce_cli_swap, seed=seed,
+                         batch_size=batch_size)
+        self.alpha0 = float(check_range("alpha0", alpha0, 0.0, low_inclusive=False))
+        self.btv_sigma = float(check_range("btv_sigma", btv_sigma, 0.0, low_inclusive=False))
+        self.mode = check_choice("mode", mode, IGOSPP_MODES)
+        self.btv = check_bool("btv", btv)
+        self.returned_mask = check_choice("returned_mask", returned_mask, IGOSPP_MASKS)
         if mode == "bilateral":
             self._terms = [("del", "x", 0.5), ("ins", "y", 0.5), ("del", "xy", 0.5), ("ins", "xy", 0.5)]
             self._masks = ("x", "y")
@@ -600,12 +683,15 @@ class IGOSPlusPlus(_IntegratedMaskOptimizer):
             self._terms = [("del", "x", 1.0)]
             self._masks = ("x",)
 
-    def _regulariser(self, m: torch.Tensor) -> torch.Tensor:
+    def _btv_weights(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return bilateral_weights(z, self.btv_sigma) if self.btv else None
+
+    def _regulariser(self, c: _Call, m: torch.Tensor) -> torch.Tensor:
         """l1·mean|1 − M| + tv·BTV(M) (or plain TV₂ with ``btv=False``) on the output mask."""
-        smooth = igospp_btv(self._z, m, sigma=self.btv_sigma) if self.btv else tv_norm(m, 2.0)
-        return self._l1 * (1.0 - m).abs().mean() + self.tv * smooth.sum()
+        smooth = (igospp_btv(c.z, m, sigma=self.btv_sigma, weights=c.btv_weights) if self.btv
+                  else tv_norm(m, 2.0))
+        return c.l1 * (1.0 - m).abs().mean() + self.tv * smooth.sum()
 
     def _explain(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = self._run(x, target, ls_clean=False, alpha0=float(self.alpha0), adaptive_l1=False)
-        return self._finish(x, out["masks"], out["hist"], self.returned_mask)
-
+        out = self._run(x, target, ls_clean=False, alpha0=self.alpha0, adaptive_l1=False)
+        return self._finish(x, out, self.returned_mask)
