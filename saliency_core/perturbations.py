@@ -114,7 +114,7 @@ def upsample_mask(m: torch.Tensor, size: int | tuple[int, int], align_corners: b
 
 
 # --------------------------------------------------------------------------------------------
-# Extremal-perturbation operators (protocols.md §1.1): perturbation pyramids, smooth-max masks, vecsort area
+# Extremal-perturbation operators (appendix §1.1): perturbation pyramids, smooth-max masks, vecsort area
 # --------------------------------------------------------------------------------------------
 def blur_pyramid(x: torch.Tensor, levels: int = 8, sigma_max: float = 20.0, pad: str = "zeros") -> torch.Tensor:
     """Blur pyramid of ``x`` ``(N, C, H, W)`` → ``(levels, N, C, H, W)``.
@@ -222,7 +222,7 @@ def clamp01(x: torch.Tensor) -> torch.Tensor:
 
 
 class SmoothMaskGenerator:
-    """Smooth max-convolution mask family of Extremal Perturbations (protocols.md §1.1, item 2).
+    """Smooth max-convolution mask family of Extremal Perturbations (appendix §1.1, item 2).
 
     Parameters m̄ live on a ⌈H/step⌉×⌈W/step⌉ grid; parameter (i, j) sits at image pixel (step·i, step·j).
     An output pixel p pools the (2r+1)² nearest parameters, r = 1 + ⌈σ/step⌉, each weighted by
@@ -232,13 +232,24 @@ class SmoothMaskGenerator:
     extends past its end (260×260 for 224², step 7, σ 21, margin 21); it is clamped to [0, 1] and the image part
     is ``full[..., margin:margin+H, margin:margin+W]``.
 
-    ``gen(params)`` with params ``(K, 1, h, w)`` returns ``(full, crop)``. Everything is vectorised, no loops over
-    pixels: the output is computed block by block (``step``×``step`` pixels share their (2r+1)² parameters), in
-    chunks of blocks small enough to stay in the CPU cache, with a hand-written backward that recomputes the
-    softmax weights per chunk instead of storing the (K, (2r+1)², H', W') intermediates.
+    ``gen(params)`` with params ``(K, 1, h, w)`` returns ``(full, crop)``. Two exact evaluations of the same sums:
+
+    * the default (:class:`_SmoothMaxFold`) computes each parameter's terms e^{βv} and v·e^{βv} over its window of
+      pixels and adds them into the output images (a stride-``step`` transposed convolution, "fold"). A zero-padding
+      tap adds exactly e⁰ = 1 and 0, so it is counted instead of computed (≈30 % of the taps at 224²), and the
+      kernel is symmetric in x, so only |dx| is tabulated (35 of the 63 columns of a window). exp is evaluated as
+      exp2 with log₂e folded into the weights (a vectorised polynomial on every CPU, whereas ``torch.exp`` goes to
+      the math library's exp, which is slow on some CPUs);
+    * when β·max|m̄| could overflow exp (never in EP, whose parameters stay in [0, 1]), the per-block evaluation
+      with a per-pixel log-sum-exp shift (:class:`_SmoothMaxPool`).
+
+    Both have hand-written backward passes that recompute the exponentials in cache-sized chunks instead of storing
+    them. The two agree with the softmax formula to float rounding (tests), not bit for bit (summation order).
     """
 
-    #: target number of elements of one chunk's (blocks, step², taps) intermediates (≈ 0.5 MB in float32)
+    #: rows of parameters per chunk of the fold (a 224² image: 8 rows ≈ 0.25 MB per intermediate in float32)
+    fold_rows = 8
+    #: target number of elements of one chunk's (blocks, step², taps) intermediates in the shifted evaluation
     chunk_elements = 1 << 17
 
     def __init__(self, shape: tuple[int, int] | int = 224, step: int = 7, sigma: float = 21.0,
@@ -261,20 +272,28 @@ class SmoothMaskGenerator:
         self.full_shape = tuple(self.step * b - self.step + 1 for b in self.blocks)
         # output row p = step·q + u is at image row p − margin; the window's tap k ∈ [−r, r] is parameter
         # q + k + r − padding, at image row step·(q + k + r − padding) → offset d = u − step·k + step·(padding − r)
-        # − margin, independent of q, so one (taps², step, step) weight pattern serves every block.
+        # − margin, independent of q, so one (taps², step, step) weight pattern serves every block. Per axis the
+        # offsets d from a parameter to the pixels it reaches are [d_lo, d_hi] = [step·(padding − 2r) − margin,
+        # step·(padding + 1) − margin − 1] ([−28, 34] for the defaults).
+        self.offsets = (self.step * (self.padding - 2 * self.radius) - self.margin,
+                        self.step * (self.padding + 1) - self.margin - 1)
         off = self.step * (self.padding - self.radius) - self.margin
         u = torch.arange(self.step, dtype=torch.float64)
         k = torch.arange(-self.radius, self.radius + 1, dtype=torch.float64)
         d1 = u[None, :] - self.step * k[:, None] + off  # (taps, step)
-        dist = torch.sqrt(d1[:, None, :, None] ** 2 + d1[None, :, None, :] ** 2)  # (ky, kx, uy, ux)
-        z = dist / self.sigma
-        w = torch.exp(-2.0 * (z - 0.5).clamp(min=0.0) ** 2)
-        self.weight = w.reshape(taps * taps, self.step, self.step).float()
+        self.weight = self._kernel(d1[:, None, :, None], d1[None, :, None, :]).reshape(taps * taps, self.step,
+                                                                                       self.step).float()
         self._scaled: dict = {}
+        self._folds: dict = {}
         if self.margin + self.shape[0] > self.full_shape[0] or self.margin + self.shape[1] > self.full_shape[1]:
             raise ValueError(f"sigma={sigma!r} with step={step!r} is not valid for the smooth mask (its padded "
                              f"output {self.full_shape} is shorter than margin + image {self.margin} + {self.shape}); "
                              "accepted values: another sigma or step, e.g. sigma = 3·step (TorchRay: 21 and 7)")
+
+    def _kernel(self, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+        """k(d/σ) = exp(−2·max(d/σ − ½, 0)²) in float64, d = √(dy² + dx²)."""
+        z = torch.sqrt(dy**2 + dx**2) / self.sigma
+        return torch.exp(-2.0 * (z - 0.5).clamp(min=0.0) ** 2)
 
     def _scaled_weight(self, params: torch.Tensor) -> torch.Tensor:
         """coldness·w as a (step², taps²) matrix (pixel-in-block × tap), cached per device and dtype."""
@@ -284,10 +303,26 @@ class SmoothMaskGenerator:
             self._scaled[key] = w.to(device=params.device, dtype=params.dtype).contiguous()
         return self._scaled[key]
 
+    def _fold(self, params: torch.Tensor) -> _FoldTables:
+        key = (params.device, params.dtype)
+        if key not in self._folds:
+            self._folds[key] = _FoldTables(self, params.dtype, params.device)
+        return self._folds[key]
+
     def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if params.dim() != 4 or params.shape[1] != 1 or tuple(params.shape[-2:]) != self.param_shape:
             raise ValueError(f"params has shape {tuple(params.shape)}; accepted values: (K, 1, {self.param_shape[0]}, "
                              f"{self.param_shape[1]})")
+        if self.coldness * float(params.detach().abs().max()) <= 0.5 * math.log(torch.finfo(params.dtype).max):
+            full = _SmoothMaxFold.apply(params[:, 0], self._fold(params), self.fold_rows).unsqueeze(1)
+        else:
+            full = clamp01(self._blockwise(params))
+        mg = self.margin
+        crop = full[..., mg : mg + self.shape[0], mg : mg + self.shape[1]]
+        return full, crop
+
+    def _blockwise(self, params: torch.Tensor) -> torch.Tensor:
+        """The unclamped smooth max block by block, exponents shifted per pixel (any parameter range)."""
         n = params.shape[0]
         taps = 2 * self.radius + 1
         by, bx = self.blocks
@@ -299,10 +334,144 @@ class SmoothMaskGenerator:
         chunk = max(1, self.chunk_elements // bw.numel())
         pooled = _SmoothMaxPool.apply(cols, bw, self.coldness, chunk)  # (K·by·bx, step²)
         pooled = pooled.view(n, by, bx, st, st).permute(0, 1, 3, 2, 4).reshape(n, 1, by * st, bx * st)
-        full = clamp01(pooled[..., : self.full_shape[0], : self.full_shape[1]])
-        mg = self.margin
-        crop = full[..., mg : mg + self.shape[0], mg : mg + self.shape[1]]
-        return full, crop
+        return pooled[..., : self.full_shape[0], : self.full_shape[1]]
+
+
+class _FoldTables:
+    """Constant tables of :class:`_SmoothMaxFold` for one generator, dtype and device.
+
+    Per axis a parameter at image position step·i reaches the pixels at offsets d ∈ [d_lo, d_hi]; output pixels
+    live on a canvas with ``o0`` extra leading rows/columns, so that every window fits. The vertical offsets are
+    tabulated signed, d_y = d_lo + step·t + u (t < taps, u < step), the horizontal ones as |d_x| < ``A``
+    (``x_runs``: the runs of the horizontal fold).
+    """
+
+    def __init__(self, gen: SmoothMaskGenerator, dtype: torch.dtype, device) -> None:
+        st, taps = gen.step, 2 * gen.radius + 1
+        h, w = gen.param_shape
+        dlo, dhi = gen.offsets
+        self.step, self.taps, self.h, self.w = st, taps, h, w
+        self.full = gen.full_shape
+        self.A = a_n = max(dhi, -dlo) + 1
+        self.o0 = o0 = max(0, -(gen.margin + dlo))
+        self.rows = o0 + max(gen.full_shape[0], gen.margin + st * (h - 1) + dhi + 1)
+        self.cols = o0 + max(gen.full_shape[1], gen.margin + st * (w - 1) + dhi + 1)
+        self.b0 = o0 + gen.margin + dlo  # canvas row of a parameter row's first window row (t = u = 0)
+        # horizontal fold in runs: offsets |d_x| = a0 .. a0+n−1 of every parameter column j land on the canvas columns
+        # x0 + step·j + (0 .. n−1), so one strided view per run; +|d_x| from the table, −|d_x| from its copy with
+        # |d_x| reversed (a' = A − 1 − |d_x|), so that columns increase with the table index on both sides
+        self.x_runs = [(False, *run) for run in self._runs(0, dhi, o0 + gen.margin)]
+        self.x_runs += [(True, *run) for run in self._runs(a_n - 1 + dlo, a_n - 2, o0 + gen.margin - (a_n - 1))]
+        self.reverse = torch.arange(a_n - 1, -1, -1, device=device)
+        self.beta = gen.coldness
+        self.beta2 = gen.coldness / math.log(2.0)  # β·log₂e: e^{βv} = 2^{β₂v}
+        dy = torch.arange(dlo, dhi + 1, dtype=torch.float64).view(taps, st, 1, 1)
+        ax = torch.arange(a_n, dtype=torch.float64).view(1, 1, 1, a_n)
+        wt = gen._kernel(dy, ax).float().double()  # the block path's float32 weights
+        # (taps, step, w·A): tiled over the parameter columns, so that every product runs over long contiguous rows
+        self.bw2 = (wt * self.beta2).expand(taps, st, w, a_n).reshape(taps, st, w * a_n).to(dtype=dtype, device=device)
+        self.wt = wt.reshape(taps, st * a_n).to(dtype=dtype, device=device)  # (taps, step·A)
+        # taps of a canvas pixel that fall on zero padding: each adds e⁰ = 1 to the denominator
+        ny = self._reached(self.rows, h, gen.margin, dlo, dhi)
+        nx = self._reached(self.cols, w, gen.margin, dlo, dhi)
+        self.n_pad_t = (taps * taps - nx.view(-1, 1) * ny.view(1, -1)).to(dtype=dtype, device=device)  # (cols, rows)
+
+    def _runs(self, lo: int, hi: int, base: int) -> list[tuple[int, int, int]]:
+        """(a0, n, x0) per run of table indices lo..hi that share t = a // step: index a of column j goes to canvas
+        column base + step·j + a."""
+        st = self.step
+        return [(a0, min(hi + 1, (a0 // st + 1) * st) - a0, base + a0)
+                for a0 in [lo] + list(range((lo // st + 1) * st, hi + 1, st))]
+
+    def x_view(self, canvas: torch.Tensor, n: int, x0: int) -> torch.Tensor:
+        """The (2, K, w, n, rows) view of canvas columns x0 + step·j + i, j < w, i < n (canvas: (2, K, cols, rows))."""
+        s0, s1, sc, _ = canvas.stride()
+        return canvas.as_strided((2, canvas.shape[1], self.w, n, self.rows), (s0, s1, self.step * sc, sc, 1),
+                                 canvas.storage_offset() + x0 * sc)
+
+    def _reached(self, n: int, params: int, margin: int, dlo: int, dhi: int) -> torch.Tensor:
+        d = torch.arange(n).view(-1, 1) - self.o0 - margin - self.step * torch.arange(params).view(1, -1)
+        return ((d >= dlo) & (d <= dhi)).sum(1)
+
+
+class _SmoothMaxFold(torch.autograd.Function):
+    """Smooth max by parameter windows: out(p) = Σ_j v_j e^{βv_j} / (n_pad(p) + Σ_j e^{βv_j}), v_j = m̄_j·k(p − p_j).
+
+    ``params`` (K, h, w) → clamped (K, H', W'). Forward: per chunk of parameter rows and vertical tap t, the terms
+    e = 2^{β₂ v} and v·e of the window rows t·step..t·step+step−1 are added into per-row images (vertical fold),
+    whose columns are then added at x ± |d_x| (horizontal fold). Backward (∂out/∂m̄_j = Σ_p g·k·e·(1 + β(v − out))
+    /den): the images a = g/den and b = a(1 − β·out) are gathered back over the same windows (the transpose of the
+    horizontal fold), the window rows are strided views of them, and per chunk
+    ∂m̄_j = Σ_window k·e·(b + βv·a), with k contracted by a matrix-vector product.
+    """
+
+    @staticmethod
+    def forward(ctx, params, tab, rows):
+        n = params.shape[0]
+        st, taps, h, w, a_n = tab.step, tab.taps, tab.h, tab.w, tab.A
+        rows = max(1, min(int(rows), h))
+        c = params.reshape(n, h, 1, w, 1).expand(n, h, 1, w, a_n).reshape(n, h, 1, w * a_n)
+        acc = params.new_zeros(2, n, tab.rows, w * a_n)  # Σ e and Σ β₂v·e per canvas row, per (column, |d_x|)
+        buf = params.new_empty(2, n, rows, st, w * a_n)
+        for t in range(taps):
+            for j0 in range(0, h, rows):
+                k = min(rows, h - j0)
+                q = buf[:, :, :k]
+                torch.mul(c[:, j0 : j0 + k], tab.bw2[t], out=q[1])  # β₂v
+                torch.exp2(q[1], out=q[0])
+                q[1].mul_(q[0])
+                r0 = tab.b0 + st * (t + j0)
+                acc[:, :, r0 : r0 + st * k].add_(q.view(2, n, st * k, w * a_n))
+        acc_t = acc.view(2, n, tab.rows, w, a_n).permute(0, 1, 3, 4, 2).contiguous()  # (2, K, w, A, rows)
+        acc_f = acc_t.index_select(3, tab.reverse)  # |d_x| reversed (index_select: ~2x faster than flip here)
+        canvas = params.new_zeros(2, n, tab.cols, tab.rows)  # transposed: (column, row)
+        for flipped, a0, k, x0 in tab.x_runs:
+            tab.x_view(canvas, k, x0).add_((acc_f if flipped else acc_t)[:, :, :, a0 : a0 + k])
+        o0, (fy, fx) = tab.o0, tab.full
+        win = (slice(None), slice(o0, o0 + fx), slice(o0, o0 + fy))
+        den = canvas[0].add_(tab.n_pad_t)[win]
+        out = canvas[1][win].div_(den).div_(tab.beta2)
+        den, out = den.transpose(1, 2).contiguous(), out.transpose(1, 2).contiguous()
+        ctx.save_for_backward(params, den, out)
+        ctx.tab, ctx.rows = tab, rows
+        return out.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        params, den, out = ctx.saved_tensors
+        tab, rows = ctx.tab, ctx.rows
+        n = params.shape[0]
+        st, taps, h, w, a_n = tab.step, tab.taps, tab.h, tab.w, tab.A
+        a_img = torch.where((out >= 0) & (out <= 1), grad, 0.0).div_(den)  # clamp01: gradient on [0, 1]
+        b_img = (1.0 - tab.beta * out).mul_(a_img)
+        o0, (fy, fx) = tab.o0, tab.full
+        g_t = params.new_zeros(2, n, tab.cols, tab.rows)
+        g_t[0, :, o0 : o0 + fx, o0 : o0 + fy] = b_img.transpose(1, 2)
+        g_t[1, :, o0 : o0 + fx, o0 : o0 + fy] = a_img.transpose(1, 2)
+        pool_t = params.new_zeros(2, n, w, a_n, tab.rows)
+        pool_f = params.new_zeros(2, n, w, a_n, tab.rows)
+        for flipped, a0, k, x0 in tab.x_runs:
+            (pool_f if flipped else pool_t)[:, :, :, a0 : a0 + k].add_(tab.x_view(g_t, k, x0))
+        pool_t.add_(pool_f.index_select(3, tab.reverse))
+        pool = pool_t.permute(0, 1, 4, 2, 3).contiguous()  # (2, K, rows, w, A): b and a at (row, column, |d_x|)
+        c = params.reshape(n, h, w, 1)
+        gc = params.new_zeros(n, h, w)
+        v2_buf = params.new_empty(n * rows * w * st * a_n)  # contiguous prefixes serve the last, shorter chunk
+        z_buf = torch.empty_like(v2_buf)
+        ln2 = math.log(2.0)
+        bw2 = tab.bw2[:, :, :a_n].reshape(taps, st * a_n)  # β₂k per (u, |d_x|), the same for every column
+        for t in range(taps):
+            for j0 in range(0, h, rows):
+                k = min(rows, h - j0)
+                vk = v2_buf[: n * k * w * st * a_n].view(n, k, w, st * a_n)
+                zk = z_buf[: n * k * w * st * a_n].view(n, k, w, st, a_n)
+                r0 = tab.b0 + st * (t + j0)
+                g = pool[:, :, r0 : r0 + st * k].view(2, n, k, st, w, a_n).transpose(3, 4)  # (2, K, k, w, st, A)
+                torch.mul(c[:, j0 : j0 + k], bw2[t], out=vk)  # β₂v
+                torch.addcmul(g[0], vk.view(n, k, w, st, a_n), g[1], value=ln2, out=zk)  # b + βv·a
+                zk.mul_(torch.exp2_(vk).view(n, k, w, st, a_n))
+                gc[:, j0 : j0 + k].add_(torch.mv(zk.view(-1, st * a_n), tab.wt[t]).view(n, k, w))
+        return gc, None, None
 
 
 class _SmoothMaxPool(torch.autograd.Function):
@@ -311,33 +480,27 @@ class _SmoothMaxPool(torch.autograd.Function):
     ``cols`` (B, T): the T parameters of each block; ``bw`` (U, T) = β·w for the U pixels of a block. Analytic
     gradient ∂out_u/∂v_uk = s_uk (1 + β(v_uk − out_u)), s = softmax(βv). The (B, U, T) intermediates are built
     ``chunk`` blocks at a time in reused buffers (cache-resident), and recomputed in the backward pass rather than
-    stored. When exp(β·max(cols)) could overflow, each pixel's exponents are shifted by their maximum (the
-    log-sum-exp shift, saved for the backward pass; a global or per-block shift could underflow all of a pixel's
-    terms). EP's parameters stay in [0, 1], so EP never needs the shift and skips that extra pass.
+    stored. Each pixel's exponents are shifted by their maximum (the log-sum-exp shift, saved for the backward
+    pass; a global or per-block shift could underflow all of a pixel's terms): this path serves the parameter
+    ranges where exp could overflow.
     """
 
     @staticmethod
     def forward(ctx, cols, bw, beta, chunk):
         n_blocks, taps = cols.shape
         n_pix = bw.shape[0]
-        shift = None  # no overflow possible (EP: params in [0, 1], β = 20): no subtraction
-        if beta * float(cols.abs().max()) > 0.5 * math.log(torch.finfo(cols.dtype).max):
-            shift = cols.new_empty(n_blocks, n_pix, 1)  # per pixel: max_k β·v_uk
+        shift = cols.new_empty(n_blocks, n_pix, 1)  # per pixel: max_k β·v_uk
         den = cols.new_empty(n_blocks, n_pix)
         out = cols.new_empty(n_blocks, n_pix)
         ch = min(chunk, n_blocks)
         u_buf = cols.new_empty(ch, n_pix, taps)
         e_buf = cols.new_empty(ch, n_pix, taps)
-        shifts = shift.split(ch) if shift is not None else [None] * -(-n_blocks // ch)
-        for c3, den_i, out_i, sh in zip(cols.unsqueeze(1).split(ch), den.split(ch), out.split(ch), shifts,
+        for c3, den_i, out_i, sh in zip(cols.unsqueeze(1).split(ch), den.split(ch), out.split(ch), shift.split(ch),
                                         strict=True):
             u, e = (u_buf, e_buf) if c3.shape[0] == ch else (u_buf[: c3.shape[0]], e_buf[: c3.shape[0]])
             torch.mul(c3, bw, out=u)  # u = β·v (all-zero windows give exactly 0)
-            if sh is not None:
-                torch.amax(u, -1, keepdim=True, out=sh)
-                torch.sub(u, sh, out=e).exp_()
-            else:
-                torch.exp(u, out=e)
+            torch.amax(u, -1, keepdim=True, out=sh)
+            torch.sub(u, sh, out=e).exp_()
             torch.sum(e, -1, out=den_i)
             torch.sum(u.mul_(e), -1, out=out_i)
         out.div_(den).div_(beta)  # Σ βv e / (β Σ e)
@@ -362,15 +525,12 @@ class _SmoothMaxPool(torch.autograd.Function):
         g2 = cols.new_empty(n_blocks, taps)
         ch = min(chunk, n_blocks)
         buf = cols.new_empty(ch, n_pix, taps)
-        shifts = shift.split(ch) if shift is not None else [None] * -(-n_blocks // ch)
         for c3, a3, b3, gc, gc2, sh in zip(cols.unsqueeze(1).split(ch), a.unsqueeze(1).split(ch),
                                            b.unsqueeze(1).split(ch), gcols.unsqueeze(1).split(ch),
-                                           g2.unsqueeze(1).split(ch), shifts, strict=True):  # (chunk, 1, ·) views
+                                           g2.unsqueeze(1).split(ch), shift.split(ch), strict=True):
             ew = buf if c3.shape[0] == ch else buf[: c3.shape[0]]
             torch.addcmul(log_w, c3, bw, out=ew)
-            if sh is not None:
-                ew.sub_(sh)
-            ew.exp_()
+            ew.sub_(sh).exp_()
             torch.bmm(b3, ew, out=gc)
             torch.bmm(a3, ew.mul_(bw), out=gc2)
         return gcols.addcmul_(g2, cols), None, None, None
@@ -430,8 +590,28 @@ def vecsort_area_loss(m: torch.Tensor, areas, reduction: str = "mean") -> torch.
         else:  # θ is tied across the boundary: the sort decides which tied entries get 0
             idx = torch.sort(vals[r]).indices
             ref[r].scatter_(0, idx, (torch.arange(n, device=flat.device) >= n0).to(flat.dtype))
-    sq = (flat - ref) ** 2
-    return sq.mean(1) if reduction == "mean" else sq.sum(1)
+    return _SquaredDistance.apply(flat, ref, reduction == "mean")
+
+
+class _SquaredDistance(torch.autograd.Function):
+    """mean or sum over each row of (x − r)², r constant; the backward is autograd's for that expression, bit for bit
+    ((g/n)·2(x − r) for the mean), without its intermediate graph."""
+
+    @staticmethod
+    def forward(ctx, x, ref, mean):
+        diff = x - ref
+        sq = diff * diff
+        ctx.save_for_backward(diff)
+        ctx.mean = mean
+        return sq.mean(1) if mean else sq.sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (diff,) = ctx.saved_tensors
+        g = grad.unsqueeze(1)
+        if ctx.mean:
+            g = g / diff.shape[1]
+        return g * (2.0 * diff), None, None
 
 
 def tv_norm(m: torch.Tensor, beta: float = 2.0, reduction: str = "mean") -> torch.Tensor:

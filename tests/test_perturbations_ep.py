@@ -139,19 +139,61 @@ def test_smooth_mask_chunking_does_not_change_the_result(monkeypatch):
     p[p > 0.8] = 1.0
     w = torch.randn(3, 1, *g.full_shape, generator=torch.Generator().manual_seed(3))
 
-    def run():
+    def run(call):
         q = p.clone().requires_grad_(True)
-        full, _ = g(q)
+        full = call(q)
         (full * w).sum().backward()
         return full.detach(), q.grad
 
-    one_chunk = run()
-    # 7 blocks per chunk: many chunks and a partial last one
+    fold = [run(lambda q: g(q)[0])]
+    for rows in (1, 3):  # one parameter row per chunk; chunks of 3 rows with a shorter last one (7 rows)
+        monkeypatch.setattr(SmoothMaskGenerator, "fold_rows", rows)
+        fold.append(run(lambda q: g(q)[0]))
+    for other in fold[1:]:
+        # same additions in the same order; exp2 of a vector's tail elements may differ in the last bit
+        torch.testing.assert_close(other[0], fold[0][0], atol=1e-7, rtol=1e-7)
+        torch.testing.assert_close(other[1], fold[0][1], atol=1e-5, rtol=1e-6)
+    # the per-block evaluation (log-sum-exp shifted): one chunk, then 7 blocks per chunk with a partial last one
+    blocks = run(lambda q: g._blockwise(q).clamp(0, 1))
     monkeypatch.setattr(SmoothMaskGenerator, "chunk_elements", 7 * g.step**2 * (2 * g.radius + 1) ** 2)
-    many = run()
-    torch.testing.assert_close(many[0], one_chunk[0], atol=0, rtol=0)
-    torch.testing.assert_close(many[1], one_chunk[1], atol=0, rtol=0)
-    torch.testing.assert_close(one_chunk[0], _reference_smoothmax(g, p))
+    many = run(lambda q: g._blockwise(q).clamp(0, 1))
+    torch.testing.assert_close(many[0], blocks[0], atol=0, rtol=0)
+    torch.testing.assert_close(many[1], blocks[1], atol=0, rtol=0)
+    # both evaluations and the softmax formula agree to float32 rounding
+    torch.testing.assert_close(fold[0][0], _reference_smoothmax(g, p))
+    torch.testing.assert_close(blocks[0], fold[0][0])
+    torch.testing.assert_close(blocks[1], fold[0][1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,kw", [((30, 41), dict(step=4, sigma=5.0)), ((17, 64), dict(step=2, sigma=9.0)),
+                                      ((9, 9), dict(step=1, sigma=2.0)),
+                                      ((40, 33), dict(step=3, sigma=2.0, margin=5, coldness=3.0))])
+def test_smooth_mask_fold_matches_reference_on_other_geometries(shape, kw):
+    # asymmetric windows both ways (d_hi > −d_lo and d_hi < −d_lo), non-square, step 1, small margin
+    g = SmoothMaskGenerator(shape, **kw)
+    p = torch.rand(2, 1, *g.param_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    p.requires_grad_(True)
+    full, crop = g(p)
+    ref = _reference_smoothmax(g, p)
+    torch.testing.assert_close(full, ref, atol=1e-12, rtol=1e-12)
+    mg = g.margin
+    assert torch.equal(crop, full[..., mg : mg + shape[0], mg : mg + shape[1]])
+    w = torch.randn_like(full)
+    (ga,) = torch.autograd.grad((full * w).sum(), p)
+    (gb,) = torch.autograd.grad((ref * w).sum(), p)
+    torch.testing.assert_close(ga, gb, atol=1e-10, rtol=1e-10)
+
+
+def test_smooth_mask_float32_error_is_that_of_the_block_evaluation():
+    # EP's setting at 224²: both float32 evaluations are within the same distance of the float64 truth
+    g = SmoothMaskGenerator(224)
+    p = torch.rand(2, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    p[p > 0.7] = 1.0
+    truth = g(p)[0]
+    fold = g(p.float())[0].double()
+    blocks = g._blockwise(p.float()).clamp(0, 1).double()
+    err_fold, err_blocks = (fold - truth).abs().max(), (blocks - truth).abs().max()
+    assert err_fold < 2e-6 and err_blocks < 2e-6
 
 
 def _sort_vecsort(m: torch.Tensor, areas) -> torch.Tensor:

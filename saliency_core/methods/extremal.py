@@ -1,7 +1,7 @@
 """Extremal Perturbations (Fong, Patrick & Vedaldi 2019), the smallest sufficient area, and Meaningful Perturbation
 (Fong & Vedaldi 2017, the "Mask" baseline).
 
-Implemented from the formulas and the description in protocols.md §1 (no official code copied):
+Implemented from the formulas and the description in appendix §1 (no official code copied):
 
     m_a = argmax_{m ∈ M}  Φ(m ⊗ x) − λ_t · mean((vecsort(m) − r_a)²),      λ_t = λ₀ · g^t
 
@@ -36,10 +36,7 @@ from ..perturbations import (
 from .registry import register
 
 __all__ = ["ExtremalPerturbation", "MeaningfulPerturbation", "smallest_sufficient_area", "SufficientArea",
-           "check_areas", "POINTING_AREAS"]
-
-#: area lists of TorchRay's pointing benchmark (protocols.md §1.4)
-POINTING_AREAS = {"voc": (0.025, 0.05, 0.1, 0.2), "coco": (0.018, 0.025, 0.05, 0.1)}
+           "check_areas"]
 
 
 def check_areas(areas: Any) -> tuple[float, ...]:
@@ -75,7 +72,7 @@ def _reward(logits: torch.Tensor, target: int, kind: str) -> torch.Tensor:
 class ExtremalPerturbation(Explainer):
     """Extremal perturbation masks at fixed areas (Fong, Patrick & Vedaldi, ICCV 2019).
 
-    Parameters (defaults = TorchRay's ``extremal_perturbation`` at 6a198ee, protocols.md §1.4)
+    Parameters (defaults = TorchRay's ``extremal_perturbation`` at 6a198ee, appendix §1.4)
     ----------
     areas : area fractions a ∈ (0, 1); all are optimised in one batch.
     variant : ``"preserve"`` (maximise Φ(m ⊗ x)), ``"delete"`` (minimise Φ((1−m) ⊗ x); m marks the deleted
@@ -91,7 +88,7 @@ class ExtremalPerturbation(Explainer):
         ablation; no margin, so the area term is on the image mask).
     smooth : post-hoc blur of the output masks with σ = smooth·min(H, W), zero padding (0 = none; 0.09 in pointing).
     area_on : ``"padded"`` — the area term on the full 260² mask including the invisible margin (official
-        behaviour, protocols.md §1.3.1); ``"crop"`` — on the 224² mask the model sees (paper-literal reading).
+        behaviour, appendix §1.3.1); ``"crop"`` — on the 224² mask the model sees (paper-literal reading).
     combine : the returned map: ``"sum"`` of the area masks (the pointing game's saliency) or ``"first"`` area's mask.
         With the default single area both are the mask itself.
     seed : EP is deterministic (ones initialisation, alternating flips); ``seed`` is kept for API uniformity and
@@ -239,7 +236,7 @@ class ExtremalPerturbation(Explainer):
             lam *= self.lambda_growth
         masks = crop.detach()
         with torch.no_grad():
-            _, pres, dele = self._forward_rewards_eval(interp, masks, target)
+            pres, dele = self._forward_rewards_eval(interp, masks, target)
             clean = _reward(self.model.net(z), target, self.reward)[0]
         out_masks = masks
         if self.smooth > 0:
@@ -265,7 +262,7 @@ class ExtremalPerturbation(Explainer):
 
     @torch.no_grad()
     def _forward_rewards_eval(self, interp, masks, target):
-        """Scores of m ⊗ x and (1−m) ⊗ x without flip, both variants, one batch (2K rows)."""
+        """Scores of m ⊗ x and (1−m) ⊗ x without flip, both variants, one batch (2K rows): (preserve, delete)."""
         mall = torch.cat([masks, 1.0 - masks])
         bs = self.batch_size or mall.shape[0]
         out = []
@@ -273,7 +270,7 @@ class ExtremalPerturbation(Explainer):
             out.append(_reward(self.model.net(interp(mall[i: i + bs])), target, self.reward))
         r = torch.cat(out)
         k = masks.shape[0]
-        return None, r[:k], r[k:]
+        return r[:k], r[k:]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,7 +402,7 @@ class MeaningfulPerturbation(Explainer):
 
     with m ⊗ x the per-pixel interpolation between x (m = 1) and its blur (σ = ``blur_sigma``, m = 0), m a
     ``mask_size``² grid bilinearly upsampled, Adam, random jitter of up to ``jitter`` px, clamp to [0, 1].
-    protocols.md is silent on this method; the defaults follow the 2017 paper as far as we know it
+    the appendix is silent on this method; the defaults follow the 2017 paper as far as we know it
     (λ₁ = 1e-4, λ₂ = 1e-2, β = 3, blur σ 10, 28×28 mask, Adam lr 0.1, 500 iterations, jitter 4 px, softmax score) —
     **not confirmed** against the paper's text; the norms are sums over the 28×28 mask. Built on the shared operators
     (two-level pyramid = image and blur; TV of :func:`~saliency_core.perturbations.tv_norm`).
