@@ -111,7 +111,7 @@ class CShapley(Explainer):
                  fill: str = "mean", batch_size: int = 64) -> None:
         super().__init__(model)
         self.cell = check_int("cell", cell, 1)
-        self.max_order = check_int("max_order", max_order, 1)
+        self.max_order = check_int("max_order", max_order, 1, 1000)  # n²·max_order coalitions are built at once
         self.kernel = check_choice("kernel", kernel, ("leg", "shap"))
         self.estimator = check_choice("estimator", estimator, ESTIMATORS)
         self.fill = check_choice("fill", fill, ("mean", "black"))
@@ -127,6 +127,9 @@ class CShapley(Explainer):
             raise ValueError(f"cell={self.cell} is not valid for a {h}×{w} image; accepted values: a divisor of a "
                              "square image's side")
         n = h // self.cell
+        if self.max_order > 2 * n - 1:  # radius 2(n − 1) already covers the grid: more radii repeat the full image
+            raise ValueError(f"max_order={self.max_order} is not valid for a {n}×{n} grid of cells; accepted values: "
+                             f"an int in [1, {2 * n - 1}]")
         masks = diamond_coalitions(n, self.max_order)
         fill = x.mean(dim=(2, 3), keepdim=True) if self.fill == "mean" else torch.zeros_like(x[:, :, :1, :1])
         ys = []

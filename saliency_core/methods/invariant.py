@@ -111,7 +111,7 @@ class StochasticInvariantPerturbation(Explainer):
         super().__init__(model)
         self.n_draws = check_int("n_draws", n_draws, 1, 100_000)
         self.lr = check_range("lr", lr, 0.0, low_inclusive=False)
-        self.iterations = check_int("iterations", iterations, 0, 100_000)
+        self.iterations = check_int("iterations", iterations, 1, 100_000)
         self.penalty = check_range("penalty", penalty, 0.0)
         self.w_max = check_range("w_max", w_max, 0.0, low_inclusive=False)
         self.response = check_choice("response", response, ("prob", "logit"))
