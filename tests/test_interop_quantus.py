@@ -13,7 +13,7 @@ composition of the forward passes differs):
   accuracy = 1 − fraction changed, exactly;
 * ``MPRT`` (top-down, cumulative) with layers whose re-initialisation is deterministic equals our cascading
   randomisation (``cascade="cumulative"``, ``target="original"``, the same layers): its Spearman correlations are
-  scipy's Spearman of our stage maps (|·|; tolerance 1e-9).
+  scipy's Spearman of our stage maps (|·|; tolerance 1e-6: Quantus ranks float32 maps).
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def test_mprt_equals_our_cumulative_cascade_given_the_same_draws(data):
         for k, (name, st) in enumerate(zip(("net.fc", "net.conv"), stages[1:])):
             assert np.array_equal(rec.calls[2 + k][i, 0], st["map"].numpy())
             rho = spearmanr(ref, st["map"].abs().numpy().ravel()).statistic
-            assert abs(scores[name][i] - rho) < 1e-9
+            assert abs(scores[name][i] - rho) < 1e-6
 
 
 def test_numpy_trapz_context_and_curve_auc(clf, data):
