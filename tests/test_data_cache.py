@@ -1,4 +1,4 @@
-"""Data records, folder loading and its errors; the result cache's keys and atomicity."""
+"""Data records, folder loading and its errors; the old ``ResultCache`` API (now the store) keeps working."""
 
 from __future__ import annotations
 
@@ -114,6 +114,6 @@ def test_cache_crash_between_write_and_rename(tmp_path, monkeypatch):
 def test_corrupt_cache_entry_is_a_miss(tmp_path):
     cache = ResultCache(tmp_path)
     cache.store("k", {"a": 1}, {"v": 1})
-    path = next(tmp_path.rglob("*.pt"))
+    path = next(tmp_path.rglob("*.npz"))
     path.write_bytes(b"garbage")
     assert cache.load("k", {"a": 1}) is None and not path.exists()

@@ -1,0 +1,314 @@
+"""The protocol registry: every evaluation protocol by name, beside the method registry.
+
+A protocol scores one explanation of one image: ``fn(clf, x, explanation, **settings) -> (value, curve)`` where
+``x`` is the ``(1, 3, H, W)`` image in [0, 1] that was explained, ``value`` a float and ``curve`` a tidy DataFrame
+with columns ``x``, ``y`` (the curve the value summarises) or ``None``. The metric code stays in
+:mod:`saliency_core.metrics`; the registry only wraps it with one signature, its defaults and its direction.
+
+========================  =======  ==========================================================================
+name                      better   value
+========================  =======  ==========================================================================
+``pixel_flip``            lower    area under the fraction-of-top-1-changes curve over ``taus`` (gray ``fill``)
+``lor``                   lower    log-odds ratio log[odds p(α) / odds p(0)] of the clean top-1 under ``masking``
+``skey`` / ``skey_<m>``   lower    S_key: first α on a ``n_grid``-point grid whose masking ``m`` changes the top-1
+``del_rise``/``ins_rise`` lower /  RISE-style deletion / insertion AUC (``step`` pixels per step)
+                          higher
+``del_igospp``/``ins_…``  lower /  iGOS++-style deletion / insertion AUC on the ``grid``×``grid`` cells
+                          higher
+``sanity``                lower    similarity (``measure``, default Spearman of the |maps|) between the map and the
+                                   map of the same method on the model with ``layers`` re-initialised (Adebayo et
+                                   al.): a map that survives randomisation does not explain the model
+========================  =======  ==========================================================================
+
+``sanity`` needs a second explanation (of the randomised model): :attr:`Protocol.randomization` is ``True`` and
+the caller passes it as ``reference=``; the study engine explains the randomised model as a task of its own, keyed
+by :func:`randomization_spec`. Without ``reference``, :func:`score` computes it (no store).
+
+A protocol's code hash (:meth:`Protocol.code_hash`) covers this module and the metric modules it wraps (with
+everything they import), so an edit of ``metrics/sensitivity.py`` changes the keys of ``lor`` and ``skey_*`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checks import check_bool, check_choice, check_fraction_list, check_int, check_optional_int, check_range
+from .codehash import code_hash, module_hash, module_imports
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .explanation import Explanation
+    from .models import Classifier
+
+__all__ = [
+    "Protocol",
+    "PROTOCOLS",
+    "register_protocol",
+    "get_protocol",
+    "available_protocols",
+    "score",
+    "randomization_spec",
+    "randomized_model",
+]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One registered protocol (see the module table)."""
+
+    name: str
+    fn: Callable[..., tuple[float, pd.DataFrame | None]]
+    higher_is_better: bool
+    defaults: Mapping[str, Any]
+    modules: tuple[str, ...]
+    randomization: bool = False
+    description: str = ""
+    checks: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """The defaults updated by ``overrides``; an unknown name or a bad value is a one-line ``ValueError``."""
+        for k in overrides:
+            if k not in self.defaults:
+                raise ValueError(f"{self.name} setting {k!r} is not valid; accepted values: "
+                                 f"{', '.join(self.defaults) or '(none)'}")
+        out = {**self.defaults, **overrides}
+        if self.checks is not None:
+            self.checks(out)
+        return out
+
+    def code_hash(self) -> str:
+        """16 hex digits over this module's code and the metric modules it wraps (with their imports)."""
+        own = __name__
+        parts = [module_hash(own), code_hash(*self.modules)]
+        top = sorted(module_imports(own, function_level=False))
+        if top:
+            parts.append(code_hash(*top))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def __call__(self, clf: Classifier, x: torch.Tensor, explanation: Explanation, *,
+                 reference: Explanation | None = None, **settings: Any) -> tuple[float, pd.DataFrame | None]:
+        s = self.settings(**settings)
+        x = x if x.dim() == 4 else x.unsqueeze(0)
+        if self.randomization:
+            if reference is None:
+                reference = _reference_explanation(clf, x, explanation, s)
+            value, curve = self.fn(clf, x, explanation, reference=reference, **s)
+        else:
+            value, curve = self.fn(clf, x, explanation, **s)
+        return float(value), curve
+
+
+#: registry name → :class:`Protocol`
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(name: str, higher_is_better: bool, defaults: Mapping[str, Any], modules: tuple[str, ...],
+                      randomization: bool = False, description: str = "",
+                      checks: Callable[[dict[str, Any]], None] | None = None):
+    """Decorator: register ``fn(clf, x, explanation, **settings) -> (value, curve)`` as protocol ``name``."""
+
+    def deco(fn):
+        if name in PROTOCOLS and PROTOCOLS[name].fn is not fn:
+            raise ValueError(f"protocol name {name!r} registered twice")
+        PROTOCOLS[name] = Protocol(name, fn, bool(higher_is_better), dict(defaults), tuple(modules), randomization,
+                                   description, checks)
+        return fn
+
+    return deco
+
+
+def available_protocols() -> list[str]:
+    """Sorted registry names."""
+    return sorted(PROTOCOLS)
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol registered as ``name`` (one-line error listing the registered names otherwise)."""
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        raise ValueError(f"protocol={name!r} is not valid; accepted values: {', '.join(sorted(PROTOCOLS))}")
+    return PROTOCOLS[name]
+
+
+def score(name: str, clf: Classifier, x: torch.Tensor, explanation: Explanation,
+          reference: Explanation | None = None, **settings: Any) -> tuple[float, pd.DataFrame | None]:
+    """``(value, curve)`` of protocol ``name`` for one explanation of image ``x`` (no store: see
+    :meth:`saliency_core.store.Store.score` for the cached version)."""
+    return get_protocol(name)(clf, x, explanation, reference=reference, **settings)
+
+
+def _curve(xs, ys) -> pd.DataFrame:
+    return pd.DataFrame({"x": np.asarray(xs, dtype=float), "y": np.asarray(ys, dtype=float)})
+
+
+# --------------------------------------------------------------------------------------------
+# pixel flip (Ikeno & Hara), appendix §6
+# --------------------------------------------------------------------------------------------
+def _check_pixel_flip(s: dict) -> None:
+    s["taus"] = check_fraction_list("taus", s["taus"])
+    if len(s["taus"]) < 2:
+        raise ValueError(f"taus={s['taus']!r} is not valid; accepted values: at least 2 fractions in [0, 1]")
+    check_range("fill", s["fill"], 0.0, 1.0)
+
+
+@register_protocol("pixel_flip", False, {"taus": [round(0.1 * i, 1) for i in range(10)], "fill": 0.5},
+                   ("saliency_core.metrics.pixel_flip",), description="pixel-flip AUC (Ikeno & Hara)",
+                   checks=_check_pixel_flip)
+def _pixel_flip(clf, x, e, *, taus, fill):
+    from .metrics import pixel_flip
+
+    df = pixel_flip.pixel_flip(clf, x[0], e.map, taus=taus, fill=fill, target=e.target)
+    changed = df["changed"].astype(float)
+    return pixel_flip.area_under_curve(df["tau"], changed), _curve(df["tau"], changed)
+
+
+# --------------------------------------------------------------------------------------------
+# LEG's sensitivity protocols, appendix §7
+# --------------------------------------------------------------------------------------------
+def _check_lor(s: dict) -> None:
+    check_range("alpha", s["alpha"], 0.0, 1.0, low_inclusive=False)
+    _check_masking(s)
+    check_int("noise_repeats", s["noise_repeats"], 1, 1000)
+    check_int("seed", s["seed"])
+
+
+def _check_masking(s: dict) -> None:
+    from .metrics.sensitivity import parse_masking
+
+    parse_masking(s["masking"])
+
+
+@register_protocol("lor", False, {"alpha": 0.2, "masking": "mean", "noise_repeats": 2, "seed": 0},
+                   ("saliency_core.metrics.sensitivity",),
+                   description="log-odds ratio of the clean top-1 at masked fraction alpha (LEG)", checks=_check_lor)
+def _lor(clf, x, e, *, alpha, masking, noise_repeats, seed):
+    from .metrics import sensitivity
+
+    df = sensitivity.lor_probabilities(clf, x, {"m": [e.map]}, maskings=(masking,), alphas=[0.0, alpha],
+                                       targets=[e.target], noise_repeats=noise_repeats, seed=seed)
+    df = df.sort_values("alpha")
+    p = df["prob"].clip(1e-12, 1 - 1e-12).to_numpy()
+    value = math.log(p[1] / (1 - p[1])) - math.log(p[0] / (1 - p[0]))
+    return value, _curve(df["alpha"], df["prob"])
+
+
+def _check_skey(s: dict) -> None:
+    _check_masking(s)
+    check_int("n_grid", s["n_grid"], 2, 1_000_000)
+    check_choice("search", s["search"], ("scan", "bisect", "brute"))
+    check_int("seed", s["seed"])
+
+
+def _skey(clf, x, e, *, masking, n_grid, search, seed):
+    from .metrics import sensitivity
+
+    r = sensitivity.s_key(clf, x, e.map, masking=masking, target=e.target, n_grid=n_grid, search=search, seed=seed)
+    return r["s_key"], None
+
+
+_SKEY_DEFAULTS = {"masking": "dist-100", "n_grid": 1000, "search": "scan", "seed": 0}
+register_protocol("skey", False, _SKEY_DEFAULTS, ("saliency_core.metrics.sensitivity",),
+                  description="key masking size S_key (LEG)", checks=_check_skey)(_skey)
+for _m in ("dist-100", "black", "white", "mean", "noise"):
+    register_protocol(f"skey_{_m}", False, {**_SKEY_DEFAULTS, "masking": _m}, ("saliency_core.metrics.sensitivity",),
+                      description=f"S_key under the {_m} masking (LEG)", checks=_check_skey)(_skey)
+
+
+# --------------------------------------------------------------------------------------------
+# insertion / deletion, appendix §8
+# --------------------------------------------------------------------------------------------
+def _insdel(preset: str, curve: str):
+    def fn(clf, x, e, **s):
+        from .metrics import insertion_deletion as insdel
+
+        res = insdel.insertion_deletion(clf, x, e.map, e.target, preset=preset, curves=(curve,), **s)
+        c = res.curves
+        return res.auc[curve], _curve(c["fraction"], c["score"])
+
+    return fn
+
+
+def _check_rise(s: dict) -> None:
+    check_int("step", s["step"], 1)
+    check_choice("ties", s["ties"], ("stable", "random"))
+
+
+def _check_igospp(s: dict) -> None:
+    check_int("grid", s["grid"], 1, 4096)
+    check_optional_int("step", s["step"], 1)
+    check_choice("ties", s["ties"], ("stable", "random"))
+    check_bool("igospp_metric_bug", s["igospp_metric_bug"])
+
+
+_INSDEL_MODULES = ("saliency_core.metrics.insertion_deletion",)
+for _curve_name, _short, _up in (("deletion", "del", False), ("insertion", "ins", True)):
+    register_protocol(f"{_short}_rise", _up, {"step": 224, "ties": "stable", "seed": 0}, _INSDEL_MODULES,
+                      description=f"RISE-style {_curve_name} AUC", checks=_check_rise)(_insdel("rise", _curve_name))
+    register_protocol(f"{_short}_igospp", _up, {"grid": 28, "step": None, "ties": "stable", "seed": 0,
+                                                 "igospp_metric_bug": False}, _INSDEL_MODULES,
+                      description=f"iGOS++-style {_curve_name} AUC", checks=_check_igospp)(
+        _insdel("igospp", _curve_name))
+
+
+# --------------------------------------------------------------------------------------------
+# cascading-randomisation sanity check, appendix §9
+# --------------------------------------------------------------------------------------------
+_MEASURES = ("spearman_abs", "spearman_signed", "ssim", "hog")
+
+
+def _check_sanity(s: dict) -> None:
+    check_choice("measure", s["measure"], _MEASURES)
+    check_choice("init", s["init"], ("default", "uniform0.05"))
+    check_int("seed", s["seed"])
+    layers = s["layers"]
+    if layers is not None and not isinstance(layers, (list, tuple)):
+        check_int("layers", layers, 1)
+    check_bool("reset_bn_stats", s["reset_bn_stats"])
+
+
+def randomization_spec(clf: Classifier, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The randomised model a sanity score compares against: ``layers`` (``None`` = every layer of
+    ``clf.layer_order``, an int n = the top n, or a list of names), ``init``, ``seed``, ``reset_bn_stats``."""
+    layers = settings.get("layers")
+    if layers is None:
+        names = list(clf.layer_order)
+    elif isinstance(layers, (list, tuple)):
+        names = [str(n) for n in layers]
+    else:
+        names = list(clf.layer_order[: check_int("layers", layers, 1)])
+    if not names:
+        raise ValueError("layers=[] is not valid; accepted values: None (all), an int >= 1 or module names")
+    return {"layers": names, "init": settings.get("init", "default"), "seed": int(settings.get("seed", 0)),
+            "reset_bn_stats": bool(settings.get("reset_bn_stats", False))}
+
+
+def randomized_model(clf: Classifier, spec: Mapping[str, Any]) -> Classifier:
+    """A copy of ``clf`` randomised as :func:`randomization_spec` says (the original is untouched)."""
+    from .metrics import sanity
+
+    return sanity.randomized_copy(clf, spec["layers"], init=spec["init"], seed=spec["seed"],
+                                  reset_bn_stats=spec["reset_bn_stats"])
+
+
+def _reference_explanation(clf, x, e, settings) -> Explanation:
+    """The same method, same settings, on the randomised model, explaining that model's own top-1."""
+    from .methods import get_explainer
+
+    rand = randomized_model(clf, randomization_spec(clf, settings))
+    return get_explainer(e.method, rand, **e.settings).explain(x, None)
+
+
+@register_protocol("sanity", False, {"measure": "spearman_abs", "layers": None, "init": "default", "seed": 0,
+                                     "reset_bn_stats": False}, ("saliency_core.metrics.sanity",), randomization=True,
+                   description="similarity to the map after randomising the model (Adebayo et al.)",
+                   checks=_check_sanity)
+def _sanity(clf, x, e, *, reference, measure, layers, init, seed, reset_bn_stats):
+    from .metrics import sanity
+
+    return sanity.similarities(e.map, reference.map)[measure], None
