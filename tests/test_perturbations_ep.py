@@ -162,7 +162,8 @@ def test_smooth_mask_chunking_does_not_change_the_result(monkeypatch):
     # both evaluations and the softmax formula agree to float32 rounding
     torch.testing.assert_close(fold[0][0], _reference_smoothmax(g, p))
     torch.testing.assert_close(blocks[0], fold[0][0])
-    torch.testing.assert_close(blocks[1], fold[0][1], atol=1e-5, rtol=1e-5)
+    # gradients: 1 + β(v − out) cancels at β = 20; each is ~2e-5 from the float64 value here
+    torch.testing.assert_close(blocks[1], fold[0][1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("shape,kw", [((30, 41), dict(step=4, sigma=5.0)), ((17, 64), dict(step=2, sigma=9.0)),
