@@ -89,14 +89,37 @@ class TinyConvNet(nn.Module):
         return self.fc(self.drop(torch.flatten(self.pool(h), 1)))
 
 
-def tiny_classifier(size: int = 32, n_classes: int = 5, seed: int = 0, canonical: bool = True):
-    """:class:`TinyConvNet` wrapped as a Classifier (ImageNet normalisation, ``size``² crops, Grad-CAM on relu2)."""
+def tiny_classifier(size: int = 32, n_classes: int = 5, seed: int = 0, canonical: bool = True,
+                    min_input_size: int = 1, train: bool = False):
+    """:class:`TinyConvNet` wrapped as a Classifier (ImageNet normalisation, ``size``² crops, Grad-CAM on relu2);
+    ``train=True`` leaves the network in train mode (BatchNorm batch statistics, Dropout active)."""
     from saliency_core.models import Classifier, Preprocessing
 
     prep = Preprocessing(resize=size, crop=size)
-    return Classifier.from_module(TinyConvNet(n_classes, seed=seed), preprocess=prep,
-                                  class_names=[f"class{i}" for i in range(n_classes)], name="tiny",
-                                  gradcam_layer="relu2", canonical=canonical)
+    clf = Classifier.from_module(TinyConvNet(n_classes, seed=seed), preprocess=prep,
+                                 class_names=[f"class{i}" for i in range(n_classes)], name="tiny",
+                                 gradcam_layer="relu2", canonical=canonical, min_input_size=min_input_size)
+    if train:
+        clf.net.train()
+    return clf
+
+
+#: the registered explainers (imported lazily so that collecting tests stays cheap)
+def explainer_names() -> list[str]:
+    from saliency_core.methods import available_explainers
+
+    return available_explainers()
+
+
+def hook_count(module: nn.Module) -> int:
+    """Forward / backward / pre hooks on every sub-module, plus PyTorch's global module hooks."""
+    import torch.nn.modules.module as mm
+
+    n = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+            + len(getattr(m, "_backward_pre_hooks", {})) for m in module.modules())
+    glob = sum(len(getattr(mm, k, {})) for k in ("_global_forward_hooks", "_global_forward_pre_hooks",
+                                                    "_global_backward_hooks", "_global_backward_pre_hooks"))
+    return n + glob
 
 
 def tiny_image(size: int = 32, seed: int = 0) -> torch.Tensor:
