@@ -236,7 +236,7 @@ def test_errors_are_one_line(model, images):
     algo = captum_class("rise")(model)
     with pytest.raises(ValueError, match="additional_forward_args is not valid"):
         algo.attribute(images, additional_forward_args=(1,))
-    with pytest.raises(TypeError, match=r"n_mask=4 is not a setting of 'rise'; accepted values: n_masks, cells"):
+    with pytest.raises(ValueError, match=r"n_mask=4 is not a parameter of method='rise' \(did you mean 'n_masks'"):
         algo.attribute(images, n_mask=4)
     with pytest.raises(ValueError, match=r"inputs has values in \[.*\]; accepted values: \[0, 1\]"):
         algo.attribute(images * 2, target=1)

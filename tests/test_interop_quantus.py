@@ -133,7 +133,7 @@ def test_explain_errors_are_one_line(clf, data):
     x, y = data
     with pytest.raises(ValueError, match="method=None is not valid; accepted values: a registered method name"):
         explain(clf.pixel_model, x.numpy(), y)
-    with pytest.raises(TypeError, match="iteration=3 is not a setting of 'rise'; accepted values: n_masks"):
+    with pytest.raises(ValueError, match="iteration=3 is not a parameter of method='rise'; accepted values: n_masks"):
         explain(clf.pixel_model, x.numpy(), y, method="rise", iteration=3)
     with pytest.raises(ValueError, match="targets has 2 entries; accepted values: one class or 3 classes"):
         explain(clf.pixel_model, x.numpy(), y[:2], method="gradient")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..explanation import Explainer
-from ..methods import explainer_class, get_explainer
+from ..methods import get_explainer
 from ..models import Classifier, Preprocessing
 
 __all__ = ["as_classifier", "explainer_for"]
@@ -128,19 +128,8 @@ def _layer_name(clf: Classifier, layer: Any) -> Any:
 
 
 def explainer_for(method: str, clf: Classifier, params: dict[str, Any]) -> Explainer:
-    """``get_explainer(method, clf, **params)`` with a module given as ``layer`` resolved to its name."""
-    cls = explainer_class(method)
+    """``get_explainer(method, clf, **params)`` with a module given as ``layer`` resolved to its name (a misspelt
+    setting gets ``get_explainer``'s one-line error naming the accepted ones)."""
     if "layer" in params:
         params = {**params, "layer": _layer_name(clf, params["layer"])}
-    try:
-        return get_explainer(method, clf, **params)
-    except TypeError:  # an unknown keyword: name the accepted ones
-        import inspect
-
-        accepted = [p for c in cls.__mro__ if "__init__" in c.__dict__
-                    for p in inspect.signature(c.__init__).parameters if p not in ("self", "model")]
-        unknown = sorted(set(params) - set(accepted))
-        if not unknown:
-            raise
-        raise TypeError(f"{unknown[0]}={params[unknown[0]]!r} is not a setting of {method!r}; accepted values: "
-                        f"{', '.join(dict.fromkeys(accepted))}") from None
+    return get_explainer(method, clf, **params)
