@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Explain one image file and write the map.")
     ex.add_argument("image", help="image file")
     ex.add_argument("--method", required=True, help="registry name (see saliency --help)")
-    ex.add_argument("--model", default="efficientnet_lite0", help="model name (default efficientnet_lite0)")
+    ex.add_argument("--model", default="efficientnet_lite0",
+                    help="model name (default efficientnet_lite0) or package.module:factory")
     ex.add_argument("--weights", help="state_dict file of the model (or 'random')")
     ex.add_argument("--target", type=int, help="class index to explain (default: the model's top-1)")
     ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -138,16 +139,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     from .data import load_image
     from .files import atomic_write
-    from .methods import get_explainer
-    from .models import load_model
+    from .methods import explainer_class, get_explainer
     from .store import Store
+    from .study import load_study_model
 
     out = Path(args.out)
     if out.suffix.lower() not in (".npy", ".png"):
         raise ValueError(f"--out {str(out)!r} is not valid; accepted values: a .npy or .png file")
-    clf = load_model(args.model, weights=args.weights, device=args.device)
+    explainer_class(args.method)  # a misspelt method fails before any loading
+    params = _parse_set(args.set)
+    clf = load_study_model(args.model, args.weights, args.device)
     x = clf.preprocess(load_image(args.image))
-    explainer = get_explainer(args.method, clf, **_parse_set(args.set))
+    explainer = get_explainer(args.method, clf, **params)
     store = Store(args.store, enabled=not args.no_store)
     e = store.explain(explainer, target=args.target, x=x)
     m = e.map.detach().cpu().float().numpy()
