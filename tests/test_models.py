@@ -215,3 +215,57 @@ def test_memory_format_choice_and_equal_outputs(lite0, lite0_batch):
     with pytest.raises(ValueError, match="memory_format"):
         sc.Classifier(net=nn.Identity(), name="bad", preprocessing=lite0.preprocessing, class_names=["a"],
                       weights_id="x", memory_format="nhwc")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# every registered explainer on every named model (#17 item 8), random weights, 32 px, tiny budgets
+# ----------------------------------------------------------------------------------------------------------------
+_NAMED = {"efficientnet_lite0": None, "resnet50": "random", "vgg16": "random", "vgg19": "random"}
+#: (model, method) pairs that must fail with a clear one-line error instead of a map
+_UNSUPPORTED = {("efficientnet_lite0", "lrp"): r"Captum's LRP has no rule for layer type\(s\) ZeroPad2d"}
+#: vgg19 repeats vgg16's family (~30 s more): Grad-CAM only by default, every method with SALIENCY_SLOW_TESTS=1
+_FULL_VGG19 = bool(__import__("os").environ.get("SALIENCY_SLOW_TESTS"))
+
+
+@pytest.fixture(scope="module")
+def named_models():
+    cache: dict = {}
+
+    def get(name):
+        if name not in cache:
+            cache.clear()  # one large network in memory at a time
+            cache[name] = sc.load_model(name, weights=_NAMED[name])
+        return cache[name]
+
+    return get
+
+
+def _matrix():
+    from tests.helpers import FAST_SETTINGS
+
+    for model in _NAMED:
+        for method in sorted(FAST_SETTINGS):
+            if model == "vgg19" and not _FULL_VGG19 and method != "gradcam":
+                continue
+            yield model, method
+
+
+@pytest.mark.parametrize("model, method", list(_matrix()))
+def test_every_explainer_on_every_named_model(named_models, model, method):
+    from tests.helpers import fast_explainer, tiny_image
+
+    clf = named_models(model)
+    assert clf.min_input_size == 32
+    fp = clf.state_fingerprint()
+    x = tiny_image(32)
+    if (model, method) in _UNSUPPORTED:
+        with pytest.raises(ValueError, match=_UNSUPPORTED[(model, method)]):
+            fast_explainer(method, clf).explain(x, 1)
+    else:
+        e = fast_explainer(method, clf).explain(x, 1)
+        assert tuple(e.map.shape) == (32, 32) and bool(torch.isfinite(e.map).all()) and e.target == 1
+        if method == "gradcam":  # the hooked layer saw the pass (at 32 px its output is 1×1: the CAM is one value)
+            assert e.extras["cam"].numel() >= 1 and bool(torch.isfinite(e.extras["cam"]).all())
+    assert clf.state_fingerprint() == fp
+    with pytest.raises(ValueError, match=r"x has shape \(3, 16, 16\); accepted values: images of at least 32×32"):
+        fast_explainer(method, clf).explain(torch.rand(3, 16, 16), 1)
