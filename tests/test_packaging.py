@@ -3,9 +3,9 @@ holds every subpackage, declares the console scripts and the ``interop`` extra, 
 the repository.
 
 The wheel is built from a copy of ``pyproject.toml``, ``README.md`` and ``saliency_core/`` in a temporary folder
-(``pip wheel --no-deps --no-build-isolation``: no network, nothing written into the working tree), installed there
-with ``pip install --no-deps --target`` and imported by a fresh interpreter whose working directory and
-``PYTHONPATH`` are the temporary folders only.
+(``pip wheel --no-deps --no-build-isolation``: no network, nothing written into the working tree), unpacked into a
+temporary site folder and imported by a fresh interpreter whose working directory and ``PYTHONPATH`` are the
+temporary folders only.
 """
 
 from __future__ import annotations
@@ -72,9 +72,8 @@ def test_wheel_declares_scripts_and_extras(wheel):
 
 def test_installed_wheel_imports_outside_the_repository(wheel, tmp_path):
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
-                        str(target), str(wheel)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    with zipfile.ZipFile(wheel) as z:  # a pure-Python wheel installs by unpacking (what pip does, minus scripts)
+        z.extractall(target)
     code = (
         "import json, sys, saliency_core, saliency_core.interop, saliency_core.book.runner as runner\n"
         "from saliency_core.interop.captum import ExtremalPerturbation\n"
