@@ -22,21 +22,93 @@ our own mask with our mask for the input changed by x·(1 + 1e-7·N(0, 1)). ``--
 both correlations after fewer iterations (separate runs, the trajectories are deterministic), which shows the
 divergence growing with the horizon for both pairs alike.
 
+**Time outside the network.** EP is also run on a *free stand-in model* (the same preprocessing, logits =
+a linear map of the channel means: its forward and backward cost ~nothing), at two iteration counts; the difference
+divided by the difference in iterations is the marginal time of one iteration outside the network (mask generator,
+pyramid interpolation, area term, optimiser; one-time costs such as the blur pyramid cancel), in process CPU time
+(``outside_ms_per_iter``) and wall time. ``--profile`` also prints the operators that take that time, per iteration
+(torch.profiler on the stand-in model, self CPU time), and skips the TorchRay comparison unless ``--iters`` is given.
+
 Usage: python benchmarks/extremal_vs_torchray.py [--iters 800] [--areas 0.1] [--image 0] [--threads N]
-       [--no-noise-floor] [--horizons N ...]
-Last line: mask_corr=<f> time_ratio_vs_torchray=<f> overhead_ratio=<f>
+       [--no-noise-floor] [--horizons N ...] [--profile]
+Last line: mask_corr=<f> time_ratio_vs_torchray=<f> overhead_ratio=<f> outside_ms_per_iter=<f>
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
 import numpy as np
 import torch
 from _results import record
+
+
+class FreeNet(torch.nn.Module):
+    """A stand-in classifier whose forward and backward cost ~nothing: logits = linear map of the channel means.
+
+    Every input pixel gets a gradient, so the backward pass through EP's operators is the real one."""
+
+    def __init__(self, n_classes: int = 1000) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, n_classes)
+        torch.nn.init.normal_(self.fc.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc(z.mean((2, 3)))
+
+
+def outside_network(clf, x, target, areas, n1: int = 20, n2: int = 120, repeats: int = 3) -> dict[str, float]:
+    """Marginal time of one EP iteration on a free stand-in model (ms): median over ``repeats`` of
+    (t(n2) − t(n1)) / (n2 − n1), process CPU time and wall time."""
+    from saliency_core.methods.extremal import ExtremalPerturbation
+    from saliency_core.models import Classifier
+
+    free = Classifier.from_module(FreeNet(len(clf.class_names)), preprocess=clf.preprocessing,
+                                  class_names=clf.class_names, name="free_stand_in", canonical=False)
+    ExtremalPerturbation(free, areas=areas, iterations=5).explain(x, target)  # warm-up
+    cpu, wall = [], []
+    for _ in range(repeats):
+        t = {}
+        for n in (n1, n2):
+            ep = ExtremalPerturbation(free, areas=areas, iterations=n)
+            t0, c0 = time.perf_counter(), time.process_time()
+            ep.explain(x, target)
+            t[n] = (time.perf_counter() - t0, time.process_time() - c0)
+        wall.append((t[n2][0] - t[n1][0]) / (n2 - n1) * 1e3)
+        cpu.append((t[n2][1] - t[n1][1]) / (n2 - n1) * 1e3)
+    return {"cpu_ms": statistics.median(cpu), "wall_ms": statistics.median(wall), "runs_cpu_ms": cpu,
+            "runs_wall_ms": wall}
+
+
+def profile_outside_network(clf, x, target, areas, iters: int = 30, top: int = 15) -> list[dict]:
+    """torch.profiler over ``iters`` EP iterations on the free stand-in model: the ``top`` operators by self CPU time,
+    per iteration (one-time costs, e.g. the blur pyramid, are divided by ``iters`` too)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from saliency_core.methods.extremal import ExtremalPerturbation
+    from saliency_core.models import Classifier
+
+    free = Classifier.from_module(FreeNet(len(clf.class_names)), preprocess=clf.preprocessing,
+                                  class_names=clf.class_names, name="free_stand_in", canonical=False)
+    ExtremalPerturbation(free, areas=areas, iterations=5).explain(x, target)  # warm-up
+    ep = ExtremalPerturbation(free, areas=areas, iterations=iters)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        ep.explain(x, target)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) / iters / 1e3
+    rows = [{"kind": "profile", "operator": e.key, "self_ms_per_iter": e.self_cpu_time_total / iters / 1e3,
+             "calls_per_iter": e.count / iters} for e in ops[:top]]
+    print(f"top operators outside the network, per iteration (free stand-in model, {iters} iterations, "
+          f"profiler self CPU time; total {total:.2f} ms per iteration with the profiler's own overhead; "
+          f"load {os.getloadavg()[0]:.2f}):")
+    print(f"{'operator':<45} {'ms/iter':>8} {'calls/iter':>10}")
+    for r in rows:
+        print(f"{r['operator'][:45]:<45} {r['self_ms_per_iter']:>8.3f} {r['calls_per_iter']:>10.1f}")
+    return rows
 
 
 def main() -> None:
@@ -50,7 +122,11 @@ def main() -> None:
                          "the mask correlation with the unperturbed run: the agreement that rounding alone allows")
     ap.add_argument("--horizons", type=int, nargs="*", default=[],
                     help="also compare after these (fewer) iterations: ours vs TorchRay and the noise floor")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the top operators outside the network per iteration (free stand-in model) and the "
+                         "stand-in timing only, unless --iters is given too (then the full benchmark follows)")
     args = ap.parse_args()
+    iters_given = any(a == "--iters" or a.startswith("--iters=") for a in sys.argv[1:])
 
     from saliency_core import embedded_images, load_model, records_to_batch
     from saliency_core.methods.extremal import ExtremalPerturbation
@@ -64,6 +140,16 @@ def main() -> None:
     k = len(args.areas)
     name = rec.id.split("/")[-1]
     print(f"threads={rt['threads']} image={name} target={target} areas={args.areas} iters={args.iters}")
+
+    areas = tuple(args.areas)
+    profile_rows = profile_outside_network(clf, x, target, areas) if args.profile else []
+    outside = outside_network(clf, x, target, areas)
+    print(f"time outside the network (free stand-in model, marginal per iteration): {outside['cpu_ms']:.2f} ms CPU, "
+          f"{outside['wall_ms']:.2f} ms wall (median of {len(outside['runs_cpu_ms'])}: CPU "
+          f"{[round(v, 2) for v in outside['runs_cpu_ms']]}); load {os.getloadavg()[0]:.2f}")
+    if args.profile and not iters_given:
+        print(f"outside_ms_per_iter={outside['cpu_ms']:.3f}")
+        return
 
     z = clf.normalize(x).expand(k, -1, -1, -1).contiguous()
 
@@ -166,17 +252,21 @@ def main() -> None:
         print("iterations  corr(ours, TorchRay)  corr(ours, ours on x(1+1e-7 N))")
         for r in horizon_rows:
             print(f"{r['iterations']:>10}  {r['corr_vs_torchray']:>20.4f}  {r['noise_floor']:>31.4f}")
-    print(f"mask_corr={corr:.4f} time_ratio_vs_torchray={ratio:.4f} overhead_ratio={overhead:.4f}")
+    print(f"mask_corr={corr:.4f} time_ratio_vs_torchray={ratio:.4f} overhead_ratio={overhead:.4f} "
+          f"outside_ms_per_iter={outside['cpu_ms']:.3f}")
     t_tr = t_ours / ratio if ratio == ratio and ratio > 0 else float("nan")  # TorchRay's seconds (nan: not run)
     record("extremal_vs_torchray",
            {"mask_corr": corr, "time_ratio_vs_torchray": ratio, "overhead_ratio": overhead, "seconds_ours": t_ours,
-            "seconds_model": t_model, "seconds_torchray": t_tr, "noise_floor": floor},
-           extra={"iters": args.iters, "areas": args.areas, "image": name, "target": target},
+            "seconds_model": t_model, "seconds_torchray": t_tr, "noise_floor": floor,
+            "outside_ms_per_iter": outside["cpu_ms"], "outside_wall_ms_per_iter": outside["wall_ms"],
+            "seconds_ours_cpu": c_ours, "seconds_model_cpu": c_model, "overhead_ratio_cpu": c_ours / c_model},
+           extra={"iters": args.iters, "areas": args.areas, "image": name, "target": target,
+                  "outside_network": outside},
            rows=[{"kind": "explanation", "method": "extremal_perturbation",
                   "budget": f"{args.iters} iterations, {k} area(s)", "seconds": t_ours, "n_forward": ours.n_forward,
                   "n_backward": ours.n_backward, "overhead_ratio": overhead, "clock": "wall", "how": "measured"},
                  {"kind": "official", "method": "extremal_perturbation", "implementation": "TorchRay",
-                  "seconds": t_tr, "clock": "wall"}] + horizon_rows)
+                  "seconds": t_tr, "clock": "wall"}] + horizon_rows + profile_rows)
 
 
 if __name__ == "__main__":

@@ -247,8 +247,8 @@ class SmoothMaskGenerator:
     them. The two agree with the softmax formula to float rounding (tests), not bit for bit (summation order).
     """
 
-    #: rows of parameters per chunk of the fold (a 224² image: 8 rows ≈ 0.25 MB per intermediate in float32)
-    fold_rows = 8
+    #: rows of parameters per chunk of the fold (a 224² image: 16 rows ≈ 0.5 MB per intermediate in float32)
+    fold_rows = 16
     #: target number of elements of one chunk's (blocks, step², taps) intermediates in the shifted evaluation
     chunk_elements = 1 << 17
 
@@ -343,12 +343,13 @@ class _FoldTables:
     Per axis a parameter at image position step·i reaches the pixels at offsets d ∈ [d_lo, d_hi]; output pixels
     live on a canvas with ``o0`` extra leading rows/columns, so that every window fits. The vertical offsets are
     tabulated signed, d_y = d_lo + step·t + u (t < taps, u < step), the horizontal ones as |d_x| < ``A``
-    (``x_runs``: the runs of the horizontal fold).
+    (``plus_runs`` and ``minus_cols``: the views of the horizontal fold).
     """
 
     def __init__(self, gen: SmoothMaskGenerator, dtype: torch.dtype, device) -> None:
         st, taps = gen.step, 2 * gen.radius + 1
         h, w = gen.param_shape
+        self.dtype, self.device, self._buffers = dtype, device, {}
         dlo, dhi = gen.offsets
         self.step, self.taps, self.h, self.w = st, taps, h, w
         self.full = gen.full_shape
@@ -357,12 +358,11 @@ class _FoldTables:
         self.rows = o0 + max(gen.full_shape[0], gen.margin + st * (h - 1) + dhi + 1)
         self.cols = o0 + max(gen.full_shape[1], gen.margin + st * (w - 1) + dhi + 1)
         self.b0 = o0 + gen.margin + dlo  # canvas row of a parameter row's first window row (t = u = 0)
-        # horizontal fold in runs: offsets |d_x| = a0 .. a0+n−1 of every parameter column j land on the canvas columns
-        # x0 + step·j + (0 .. n−1), so one strided view per run; +|d_x| from the table, −|d_x| from its copy with
-        # |d_x| reversed (a' = A − 1 − |d_x|), so that columns increase with the table index on both sides
-        self.x_runs = [(False, *run) for run in self._runs(0, dhi, o0 + gen.margin)]
-        self.x_runs += [(True, *run) for run in self._runs(a_n - 1 + dlo, a_n - 2, o0 + gen.margin - (a_n - 1))]
-        self.reverse = torch.arange(a_n - 1, -1, -1, device=device)
+        # horizontal fold: offset +|d_x| = a of parameter column j lands on canvas column o0 + margin + step·j + a;
+        # the offsets a0 .. a0+n−1 that share ⌊a/step⌋ go in one strided view (``plus_runs``: (a0, n, first column));
+        # −|d_x| one offset at a time (``minus_cols``: (a, first column)), its columns decrease with a
+        self.plus_runs = self._runs(0, dhi, o0 + gen.margin)
+        self.minus_cols = [(a, o0 + gen.margin - a) for a in range(1, -dlo + 1)]
         self.beta = gen.coldness
         self.beta2 = gen.coldness / math.log(2.0)  # β·log₂e: e^{βv} = 2^{β₂v}
         dy = torch.arange(dlo, dhi + 1, dtype=torch.float64).view(taps, st, 1, 1)
@@ -371,10 +371,11 @@ class _FoldTables:
         # (taps, step, w·A): tiled over the parameter columns, so that every product runs over long contiguous rows
         self.bw2 = (wt * self.beta2).expand(taps, st, w, a_n).reshape(taps, st, w * a_n).to(dtype=dtype, device=device)
         self.wt = wt.reshape(taps, st * a_n).to(dtype=dtype, device=device)  # (taps, step·A)
+        self.bw2_col = self.bw2[:, :, :a_n].reshape(taps, st * a_n).contiguous()  # β₂k of one column: (taps, step·A)
         # taps of a canvas pixel that fall on zero padding: each adds e⁰ = 1 to the denominator
         ny = self._reached(self.rows, h, gen.margin, dlo, dhi)
         nx = self._reached(self.cols, w, gen.margin, dlo, dhi)
-        self.n_pad_t = (taps * taps - nx.view(-1, 1) * ny.view(1, -1)).to(dtype=dtype, device=device)  # (cols, rows)
+        self.n_pad = (taps * taps - ny.view(-1, 1) * nx.view(1, -1)).to(dtype=dtype, device=device)  # (rows, cols)
 
     def _runs(self, lo: int, hi: int, base: int) -> list[tuple[int, int, int]]:
         """(a0, n, x0) per run of table indices lo..hi that share t = a // step: index a of column j goes to canvas
@@ -383,11 +384,23 @@ class _FoldTables:
         return [(a0, min(hi + 1, (a0 // st + 1) * st) - a0, base + a0)
                 for a0 in [lo] + list(range((lo // st + 1) * st, hi + 1, st))]
 
-    def x_view(self, canvas: torch.Tensor, n: int, x0: int) -> torch.Tensor:
-        """The (2, K, w, n, rows) view of canvas columns x0 + step·j + i, j < w, i < n (canvas: (2, K, cols, rows))."""
-        s0, s1, sc, _ = canvas.stride()
-        return canvas.as_strided((2, canvas.shape[1], self.w, n, self.rows), (s0, s1, self.step * sc, sc, 1),
-                                 canvas.storage_offset() + x0 * sc)
+    def buffer(self, name: str, *shape: int, zero: bool = False) -> torch.Tensor:
+        """A work buffer kept between calls (large temporaries allocated afresh each iteration cost page faults);
+        its previous content is overwritten, or zeroed with ``zero=True``."""
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != shape:
+            buf = self._buffers[name] = torch.empty(shape, dtype=self.dtype, device=self.device)
+        return buf.zero_() if zero else buf
+
+    def run_view(self, canvas: torch.Tensor, n: int, x0: int) -> torch.Tensor:
+        """The (2, K, rows, w, n) view of canvas columns x0 + step·j + i, j < w, i < n (canvas: (2, K, rows, cols))."""
+        s0, s1, sr, _ = canvas.stride()
+        return canvas.as_strided((2, canvas.shape[1], self.rows, self.w, n), (s0, s1, sr, self.step, 1),
+                                 canvas.storage_offset() + x0)
+
+    def col_view(self, canvas: torch.Tensor, x0: int) -> torch.Tensor:
+        """The (2, K, rows, w) view of canvas columns x0 + step·j, j < w."""
+        return canvas[..., x0 : x0 + self.step * (self.w - 1) + 1 : self.step]
 
     def _reached(self, n: int, params: int, margin: int, dlo: int, dhi: int) -> torch.Tensor:
         d = torch.arange(n).view(-1, 1) - self.o0 - margin - self.step * torch.arange(params).view(1, -1)
@@ -411,27 +424,28 @@ class _SmoothMaxFold(torch.autograd.Function):
         st, taps, h, w, a_n = tab.step, tab.taps, tab.h, tab.w, tab.A
         rows = max(1, min(int(rows), h))
         c = params.reshape(n, h, 1, w, 1).expand(n, h, 1, w, a_n).reshape(n, h, 1, w * a_n)
-        acc = params.new_zeros(2, n, tab.rows, w * a_n)  # Σ e and Σ β₂v·e per canvas row, per (column, |d_x|)
-        buf = params.new_empty(2, n, rows, st, w * a_n)
-        for t in range(taps):
-            for j0 in range(0, h, rows):
-                k = min(rows, h - j0)
-                q = buf[:, :, :k]
+        acc = tab.buffer("acc", 2, n, tab.rows, w * a_n, zero=True)  # Σ e, Σ β₂v·e per canvas row, (column, |d_x|)
+        buf = tab.buffer("terms", 2, n, rows, st, w * a_n)
+        for j0 in range(0, h, rows):  # rows of parameters outermost: their window rows of acc stay in cache over t
+            k = min(rows, h - j0)
+            q = buf[:, :, :k]
+            for t in range(taps):
                 torch.mul(c[:, j0 : j0 + k], tab.bw2[t], out=q[1])  # β₂v
                 torch.exp2(q[1], out=q[0])
                 q[1].mul_(q[0])
                 r0 = tab.b0 + st * (t + j0)
                 acc[:, :, r0 : r0 + st * k].add_(q.view(2, n, st * k, w * a_n))
-        acc_t = acc.view(2, n, tab.rows, w, a_n).permute(0, 1, 3, 4, 2).contiguous()  # (2, K, w, A, rows)
-        acc_f = acc_t.index_select(3, tab.reverse)  # |d_x| reversed (index_select: ~2x faster than flip here)
-        canvas = params.new_zeros(2, n, tab.cols, tab.rows)  # transposed: (column, row)
-        for flipped, a0, k, x0 in tab.x_runs:
-            tab.x_view(canvas, k, x0).add_((acc_f if flipped else acc_t)[:, :, :, a0 : a0 + k])
+        acc = acc.view(2, n, tab.rows, w, a_n)
+        canvas = tab.buffer("canvas", 2, n, tab.rows, tab.cols, zero=True)
+        for a0, k, x0 in tab.plus_runs:
+            tab.run_view(canvas, k, x0).add_(acc[..., a0 : a0 + k])
+        for a, x0 in tab.minus_cols:
+            tab.col_view(canvas, x0).add_(acc[..., a])
         o0, (fy, fx) = tab.o0, tab.full
-        win = (slice(None), slice(o0, o0 + fx), slice(o0, o0 + fy))
-        den = canvas[0].add_(tab.n_pad_t)[win]
-        out = canvas[1][win].div_(den).div_(tab.beta2)
-        den, out = den.transpose(1, 2).contiguous(), out.transpose(1, 2).contiguous()
+        win = (slice(None), slice(o0, o0 + fy), slice(o0, o0 + fx))
+        den = canvas[0].add_(tab.n_pad)[win]
+        out = canvas[1][win].div_(den).div_(tab.beta2).contiguous()
+        den = den.contiguous()
         ctx.save_for_backward(params, den, out)
         ctx.tab, ctx.rows = tab, rows
         return out.clamp(0.0, 1.0)
@@ -445,29 +459,27 @@ class _SmoothMaxFold(torch.autograd.Function):
         a_img = torch.where((out >= 0) & (out <= 1), grad, 0.0).div_(den)  # clamp01: gradient on [0, 1]
         b_img = (1.0 - tab.beta * out).mul_(a_img)
         o0, (fy, fx) = tab.o0, tab.full
-        g_t = params.new_zeros(2, n, tab.cols, tab.rows)
-        g_t[0, :, o0 : o0 + fx, o0 : o0 + fy] = b_img.transpose(1, 2)
-        g_t[1, :, o0 : o0 + fx, o0 : o0 + fy] = a_img.transpose(1, 2)
-        pool_t = params.new_zeros(2, n, w, a_n, tab.rows)
-        pool_f = params.new_zeros(2, n, w, a_n, tab.rows)
-        for flipped, a0, k, x0 in tab.x_runs:
-            (pool_f if flipped else pool_t)[:, :, :, a0 : a0 + k].add_(tab.x_view(g_t, k, x0))
-        pool_t.add_(pool_f.index_select(3, tab.reverse))
-        pool = pool_t.permute(0, 1, 4, 2, 3).contiguous()  # (2, K, rows, w, A): b and a at (row, column, |d_x|)
+        g_c = tab.buffer("canvas", 2, n, tab.rows, tab.cols, zero=True)
+        g_c[0, :, o0 : o0 + fy, o0 : o0 + fx] = b_img
+        g_c[1, :, o0 : o0 + fy, o0 : o0 + fx] = a_img
+        pool = tab.buffer("acc", 2, n, tab.rows, w * a_n, zero=True).view(2, n, tab.rows, w, a_n)  # b, a gathered
+        for a0, k, x0 in tab.plus_runs:
+            pool[..., a0 : a0 + k].add_(tab.run_view(g_c, k, x0))
+        for a, x0 in tab.minus_cols:
+            pool[..., a].add_(tab.col_view(g_c, x0))
         c = params.reshape(n, h, w, 1)
         gc = params.new_zeros(n, h, w)
-        v2_buf = params.new_empty(n * rows * w * st * a_n)  # contiguous prefixes serve the last, shorter chunk
-        z_buf = torch.empty_like(v2_buf)
+        v2_buf = tab.buffer("v", n * rows * w * st * a_n)  # contiguous prefixes serve the last, shorter chunk
+        z_buf = tab.buffer("z", n * rows * w * st * a_n)
         ln2 = math.log(2.0)
-        bw2 = tab.bw2[:, :, :a_n].reshape(taps, st * a_n)  # β₂k per (u, |d_x|), the same for every column
-        for t in range(taps):
-            for j0 in range(0, h, rows):
-                k = min(rows, h - j0)
-                vk = v2_buf[: n * k * w * st * a_n].view(n, k, w, st * a_n)
-                zk = z_buf[: n * k * w * st * a_n].view(n, k, w, st, a_n)
+        for j0 in range(0, h, rows):
+            k = min(rows, h - j0)
+            vk = v2_buf[: n * k * w * st * a_n].view(n, k, w, st * a_n)
+            zk = z_buf[: n * k * w * st * a_n].view(n, k, w, st, a_n)
+            for t in range(taps):
                 r0 = tab.b0 + st * (t + j0)
                 g = pool[:, :, r0 : r0 + st * k].view(2, n, k, st, w, a_n).transpose(3, 4)  # (2, K, k, w, st, A)
-                torch.mul(c[:, j0 : j0 + k], bw2[t], out=vk)  # β₂v
+                torch.mul(c[:, j0 : j0 + k], tab.bw2_col[t], out=vk)  # β₂v
                 torch.addcmul(g[0], vk.view(n, k, w, st, a_n), g[1], value=ln2, out=zk)  # b + βv·a
                 zk.mul_(torch.exp2_(vk).view(n, k, w, st, a_n))
                 gc[:, j0 : j0 + k].add_(torch.mv(zk.view(-1, st * a_n), tab.wt[t]).view(n, k, w))

@@ -150,9 +150,9 @@ def test_smooth_mask_chunking_does_not_change_the_result(monkeypatch):
         monkeypatch.setattr(SmoothMaskGenerator, "fold_rows", rows)
         fold.append(run(lambda q: g(q)[0]))
     for other in fold[1:]:
-        # same additions in the same order; exp2 of a vector's tail elements may differ in the last bit
-        torch.testing.assert_close(other[0], fold[0][0], atol=1e-7, rtol=1e-7)
-        torch.testing.assert_close(other[1], fold[0][1], atol=1e-5, rtol=1e-6)
+        # the same terms, added in another order (and exp2 of a vector's tail elements may differ in the last bit)
+        torch.testing.assert_close(other[0], fold[0][0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(other[1], fold[0][1], atol=1e-4, rtol=1e-4)  # cancellation, see below
     # the per-block evaluation (log-sum-exp shifted): one chunk, then 7 blocks per chunk with a partial last one
     blocks = run(lambda q: g._blockwise(q).clamp(0, 1))
     monkeypatch.setattr(SmoothMaskGenerator, "chunk_elements", 7 * g.step**2 * (2 * g.radius + 1) ** 2)
