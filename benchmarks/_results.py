@@ -3,9 +3,15 @@
 Every benchmark calls :func:`record` at the end of its ``main()`` (after computing, before its final
 ``key=value`` line). The file holds the benchmark's headline metrics, optional per-method rows, and the provenance a
 reader needs to judge the numbers: the command line, UTC date, git commit (short hash + a flag when the working tree
-had uncommitted changes), torch version and thread count, CPU model and cores, and the 1/5/15-minute load averages
-when this module was imported (≈ the start of the run) and when the record was written — the machine may be shared,
-and a loaded machine makes wall times longer.
+had uncommitted changes), torch version and thread count, the CPU (model name, vendor, family/model/stepping, the
+vector extensions torch can use, cores) and the 1/5/15-minute load averages when this module was imported (≈ the
+start of the run) and when the record was written — the machine may be shared, and a loaded machine makes wall times
+longer.
+
+Results depend on the CPU (a CPU's ``exp``, its vector width, its caches), so every record is also kept per CPU:
+``<name>@<cpu>.json`` next to ``<name>.json``, with ``<cpu>`` the slug of :func:`cpu_label` (model name, plus family
+and model numbers, which tell generic names such as "AMD EPYC" apart). ``<name>.json`` is the latest run on any CPU;
+the per-CPU files let the performance chapter compare CPUs.
 
 The performance chapter (``notebooks/06_performance.ipynb``) reads these files only; it never runs a benchmark.
 The folder is ``$SALIENCY_BENCH_RESULTS`` if set, else ``benchmarks/results`` next to this file. Files are written
@@ -30,7 +36,7 @@ from typing import Any
 
 from saliency_core.cache import atomic_write_text
 
-__all__ = ["record", "results_dir", "provenance", "to_jsonable", "SCHEMA_VERSION"]
+__all__ = ["record", "results_dir", "provenance", "to_jsonable", "cpu_label", "cpu_slug", "SCHEMA_VERSION"]
 
 #: bumped when the layout of a results file changes
 SCHEMA_VERSION = 1
@@ -83,21 +89,65 @@ def _git() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+#: /proc/cpuinfo flags worth recording: the vector extensions that decide which kernels torch and MKL run
+_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
 def _cpu() -> dict[str, Any]:
     model = platform.processor() or None
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    model = fields.get("model name", model)
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    return {"model": model, "cores": os.cpu_count(), "cores_usable": usable}
+    flags = set(fields.get("flags", "").split())
+    capability = None
+    torch_mod = sys.modules.get("torch")
+    if torch_mod is not None:
+        try:
+            capability = str(torch_mod.backends.cpu.get_cpu_capability())
+        except (AttributeError, RuntimeError):
+            pass
+    info = {"model": model, "vendor": fields.get("vendor_id"), "family": fields.get("cpu family"),
+            "model_number": fields.get("model"), "stepping": fields.get("stepping"),
+            "flags": [f for f in _FLAGS if f in flags], "torch_capability": capability,
+            "cores": os.cpu_count(), "cores_usable": usable}
+    info["label"] = cpu_label(info)
+    return info
+
+
+def cpu_label(cpu: Mapping[str, Any] | None) -> str:
+    """A name for grouping results by CPU: the model name, with family and model numbers when recorded
+    (e.g. ``AMD EPYC (family 25, model 17)``); ``unknown`` when nothing was recorded."""
+    if not cpu:
+        return "unknown"
+    name = str(cpu.get("model") or "unknown")
+    if cpu.get("family") is not None and cpu.get("model_number") is not None:
+        name += f" (family {cpu['family']}, model {cpu['model_number']})"
+    return name
+
+
+def cpu_slug(cpu: Mapping[str, Any] | None) -> str:
+    """:func:`cpu_label` as a file-name part: lower-case letters and digits joined by ``-``."""
+    out, dash = [], False
+    for ch in cpu_label(cpu).lower():
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-") or "unknown"
 
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -144,7 +194,7 @@ def record(
     rows: Sequence[Mapping[str, Any]] | None = None,
     out_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Write ``<out_dir>/<name>.json`` atomically and return its path.
+    """Write ``<out_dir>/<name>.json`` and its per-CPU copy ``<name>@<cpu>.json`` atomically; return the first path.
 
     Parameters
     ----------
@@ -182,4 +232,5 @@ def record(
     folder = Path(out_dir) if out_dir is not None else results_dir()
     path = folder / f"{name}.json"
     atomic_write_text(path, text)
+    atomic_write_text(folder / f"{name}@{cpu_slug(payload['provenance']['cpu'])}.json", text)
     return path

@@ -40,7 +40,13 @@ def test_record_writes_valid_json(results, tmp_path):
     assert prov["torch"]["version"] == torch.__version__ and prov["torch"]["threads"] == torch.get_num_threads()
     assert set(prov["git"]) == {"commit", "dirty"}
     assert prov["date_utc"].endswith("+00:00") and prov["cpu"]["cores"] >= 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]  # no temporary file left behind
+    cpu = prov["cpu"]
+    assert {"model", "vendor", "family", "model_number", "flags", "torch_capability", "label"} <= set(cpu)
+    assert cpu["label"] == results.cpu_label(cpu) and isinstance(cpu["flags"], list)
+    # the same record kept per CPU; no temporary file left behind
+    copy = f"demo@{results.cpu_slug(cpu)}.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["demo.json", copy])
+    assert (tmp_path / copy).read_text() == path.read_text()
 
 
 def test_record_replaces_atomically(results, tmp_path, monkeypatch):
@@ -54,7 +60,8 @@ def test_record_replaces_atomically(results, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         results.record("demo", {"v": 2}, ["x.py"], out_dir=tmp_path)
     assert (tmp_path / "demo.json").read_text() == before  # the old file is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]  # and the temporary file is gone
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[0] == "demo.json" and names[1].startswith("demo@")  # no temporary file left
     monkeypatch.undo()
     results.record("demo", {"v": 2}, ["x.py"], out_dir=tmp_path)
     assert json.loads((tmp_path / "demo.json").read_text())["metrics"] == {"v": 2}
@@ -68,3 +75,12 @@ def test_record_env_folder_and_bad_arguments(results, tmp_path, monkeypatch):
         results.record("../escape", {"v": 1}, ["x.py"], out_dir=tmp_path)
     with pytest.raises(TypeError, match="metrics"):
         results.record("demo", [1, 2], ["x.py"], out_dir=tmp_path)
+
+
+def test_cpu_label_and_slug(results):
+    amd = {"model": "AMD EPYC", "family": "25", "model_number": "17"}
+    assert results.cpu_label(amd) == "AMD EPYC (family 25, model 17)"
+    assert results.cpu_slug(amd) == "amd-epyc-family-25-model-17"
+    # records written before family/model were recorded: the model name alone
+    assert results.cpu_slug({"model": "Intel(R) Xeon(R) Processor", "cores": 2}) == "intel-r-xeon-r-processor"
+    assert results.cpu_label(None) == "unknown" and results.cpu_slug({"model": None}) == "unknown"
