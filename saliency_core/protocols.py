@@ -40,7 +40,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checks import check_bool, check_choice, check_fraction_list, check_int, check_optional_int, check_range
+from .checks import (
+    check_bool,
+    check_choice,
+    check_fraction_list,
+    check_image,
+    check_int,
+    check_optional_int,
+    check_range,
+)
 from .codehash import code_hash, module_hash, module_imports
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,6 +103,10 @@ class Protocol:
     def __call__(self, clf: Classifier, x: torch.Tensor, explanation: Explanation, *,
                  reference: Explanation | None = None, **settings: Any) -> tuple[float, pd.DataFrame | None]:
         s = self.settings(**settings)
+        check_image(x, "x", min_size=getattr(clf, "min_input_size", 1))
+        if not all(hasattr(explanation, a) for a in ("map", "target", "method")):
+            raise ValueError(f"explanation is a {type(explanation).__name__}; accepted values: an Explanation "
+                             "(Explainer.explain)")
         x = x if x.dim() == 4 else x.unsqueeze(0)
         if self.randomization:
             if reference is None:

@@ -418,3 +418,39 @@ def test_load_boxes_refuses_reversed_boxes(tmp_path):
     p = tmp_path / "boxes.csv"
     p.write_text("file,class_index,x0,y0,x1,y1\na.jpg,3,50,10,20,40\n")
     expect_error(lambda: load_boxes(p), ValueError, "row")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the protocol registry (saliency_core.protocols.score): every registered protocol
+# ----------------------------------------------------------------------------------------------------------------
+def _registry():
+    try:
+        from saliency_core.protocols import available_protocols
+    except ImportError:  # pragma: no cover
+        return []
+    return available_protocols()
+
+
+_SMALL = {"n_grid": 10, "step": 64, "grid": 8}
+
+
+def _score(name, clf, x=X, e=None):
+    from saliency_core.protocols import get_protocol, score
+
+    e = e if e is not None else get_explainer("gradient", tiny_classifier()).explain(X, 1)
+    kw = {k: v for k, v in _SMALL.items() if k in get_protocol(name).defaults}
+    return score(name, clf, x, e, **kw)[0]
+
+
+@pytest.mark.parametrize("name", _registry())
+def test_registered_protocols_eval_mode_and_bad_inputs(name):
+    train = tiny_classifier(train=True)
+    fp = train.state_fingerprint()
+    a, b = _score(name, train), _score(name, tiny_classifier())
+    assert a == b or (a != a and b != b)  # NaN is a value of some protocols (a constant map)
+    assert train.state_fingerprint() == fp
+    for bad in ((X * 255).to(torch.uint8), _nan(X, float("nan")), X * 255):
+        expect_error(lambda bad=bad: _score(name, tiny_classifier(), x=bad), ValueError, "x has", "x contains",
+                     "image has", "image contains", "images has", "images contains")
+    expect_error(lambda: _score(name, tiny_classifier(), x=X.numpy()), TypeError, "x must")
+    expect_error(lambda: _score(name, tiny_classifier(), e=torch.rand(32, 32)), ValueError, "explanation")
