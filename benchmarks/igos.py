@@ -1,5 +1,6 @@
 """I-GOS / iGOS++ cost per image at 28×28 with the paper defaults (15 iterations, 20 IG points): ours vs the
-official implementations' structure (re-implemented here from protocols.md §4.2-4.3, not copied).
+official implementations' structure (re-implemented here from the book's appendix §4.2-4.3, not copied), and the
+work our code does outside the network.
 
 Two official structures are emulated, pass for pass, with frozen parameters as both official scripts do:
 
@@ -18,23 +19,41 @@ trial points as soon as the regulariser and the images done so far prove the Arm
 
 Times are CPU seconds of this process (``time.process_time``), by default on ONE thread, so that they measure the
 work and not the load of a shared machine. Every implementation runs ``--iterations`` optimisation iterations;
-per-image numbers are extrapolated to 15 iterations (``--iterations 15`` measures a full run). The overhead ratio
-is our iGOS++ CPU time / the time the same numbers of forward and forward+backward image passes take in plain
-batched model calls of the same size (1.0 = no overhead outside the network).
+per-image numbers are extrapolated to 15 iterations (``--iterations 15`` measures a full run).
+
+Overhead ratio = CPU time of our explanation / CPU time of the SAME model calls (same batch sizes, same order,
+forward under ``no_grad`` or forward + backward to the input) replayed on fixed inputs with nothing else around
+them (1.0 = no work outside the network). Runs and replays alternate (replay, run, replay, run, ..., replay) and
+the ratio is the median over ``--repeats`` runs of run / mean of its two neighbouring replays, so that a change of
+load on a shared machine hits both sides alike. The earlier estimate (the same numbers of images priced at per-image
+rates measured once, at one batch size, after the runs) is printed too as ``overhead_ratio_rates``.
+
+Work outside the network per iteration, on its own: the same explanations with a free stand-in network (a linear
+layer on a 14×14 subsample of the image), minus the replay of the stand-in's calls (``*_outside_ms_per_iteration``;
+the stand-in's line search takes its own course, so the images per iteration are recorded beside it).
+``--profile`` also runs ``--profile-iterations`` iterations of each method with the real network under
+``torch.profiler`` and prints the top operators outside the network per iteration (the network = everything inside
+its forward and the backward nodes its forward created; CPU-scaled: event times × CPU time / wall time).
 Last line: key=value summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
+from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from _results import record
+from torch import nn
 
 from saliency_core import embedded_images, load_model, records_to_batch
 from saliency_core.explanation import count_passes
 from saliency_core.methods.igos import IGOS, IGOSPlusPlus
+from saliency_core.models import Classifier
 from saliency_core.perturbations import blur_baseline, igospp_btv, tv_norm, upsample_mask
 from saliency_core.runtime import configure
 
@@ -74,7 +93,7 @@ class _Phases:
 
 def official_igos_demo(clf, x, target: int, iterations: int, n: int = 20, size: int = 28, l1: float = 1.0,
                        tv: float = 20.0, noise: float = 0.2, seed: int = 0) -> dict:
-    """The zhongangqi/IGOS demo's loop structure (protocols.md §4.2), one image per model call."""
+    """The zhongangqi/IGOS demo's loop structure (appendix §4.2), one image per model call."""
     gen = torch.Generator().manual_seed(seed)
     z, zb = clf.normalize(x), clf.normalize(blur_baseline(x, 51, 50.0))
     ph = _Phases()
@@ -141,7 +160,7 @@ def official_igos_demo(clf, x, target: int, iterations: int, n: int = 20, size: 
 
 def official_igospp(clf, x, target: int, iterations: int, n: int = 20, size: int = 28, l1: float = 1.0,
                     l2: float = 20.0, alpha0: float = 1000.0, noise: float = 0.2, seed: int = 0) -> dict:
-    """The khorrams/IGOS_pp iGOS++ structure (protocols.md §4.3): each term's N path points in one forward."""
+    """The khorrams/IGOS_pp iGOS++ structure (appendix §4.3): each term's N path points in one forward."""
     gen = torch.Generator().manual_seed(seed)
     z, zb = clf.normalize(x), clf.normalize(blur_baseline(x, 51, 50.0))
     ph = _Phases()
@@ -222,11 +241,166 @@ def official_row(res: dict, iterations: int) -> dict:
             "tried": sum(ph.trials) / iterations}
 
 
+# -------------------------------------------------------------------------------------------- model-call replay
+class CallLog:
+    """Records every call of ``clf.net``: (batch size, autograd on) — what a replay has to repeat."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.calls: list[tuple[int, bool]] = []
+        self._h = net.register_forward_hook(lambda mod, args, out: self.calls.append(
+            (int(args[0].shape[0]), torch.is_grad_enabled())))
+
+    def close(self) -> list[tuple[int, bool]]:
+        self._h.remove()
+        return self.calls
+
+
+def replay(clf, calls: list[tuple[int, bool]], inputs: dict[int, torch.Tensor]) -> float:
+    """CPU seconds of the model calls ``calls`` alone: forward under no_grad, or forward + backward to the input
+    (as the gradient pass: softmax, one class, sum), parameters frozen."""
+    with clf.guard():
+        t = time.process_time()
+        for b, grad in calls:
+            if grad:
+                xx = inputs[b].detach().requires_grad_(True)
+                clf.net(xx).softmax(1)[:, 0].sum().backward()
+            else:
+                with torch.no_grad():
+                    clf.net(inputs[b])
+        return time.process_time() - t
+
+
+def measure(clf, make: Callable[[], object], x: torch.Tensor, target: int, repeats: int) -> dict:
+    """Our explanation timed against the replay of its own model calls, alternating (see the module docstring)."""
+    log = CallLog(clf.net)
+    ex = make().explain(x, target)  # also the warm-up
+    calls = log.close()
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.rand(b, *x.shape[1:], generator=gen) for b, _ in calls}
+    reps = [replay(clf, calls, inputs)]
+    runs = []
+    for _ in range(repeats):
+        t = time.process_time()
+        ex = make().explain(x, target)
+        runs.append(time.process_time() - t)
+        reps.append(replay(clf, calls, inputs))
+    ratios = [r / ((reps[i] + reps[i + 1]) / 2) for i, r in enumerate(runs)]
+    return {"ex": ex, "calls": calls, "cpu": statistics.median(runs), "replay": statistics.median(reps),
+            "ratio": statistics.median(ratios), "ratios": ratios, "runs": runs, "replays": reps}
+
+
+class FreeNet(nn.Module):
+    """A stand-in network that costs next to nothing: logits = W · (every 16th pixel of every 16th row)."""
+
+    def __init__(self, n_classes: int = 1000, stride: int = 16, side: int = 224) -> None:
+        super().__init__()
+        self.stride = stride
+        k = len(range(0, side, stride))
+        self.fc = nn.Linear(3 * k * k, n_classes)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=g) * 0.3)
+            self.fc.bias.zero_()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc(z[:, :, :: self.stride, :: self.stride].flatten(1))
+
+
+def outside_per_iteration(clf, cls, x: torch.Tensor, iterations: int, batch_size: int, repeats: int) -> dict:
+    """ms of CPU per iteration spent outside the network, measured with :class:`FreeNet` in place of ``clf.net``."""
+    free = Classifier.from_module(FreeNet(side=x.shape[-1]), clf.preprocessing, clf.class_names, name="free",
+                                  canonical=False)
+    target = free.top1(x)
+    m = measure(free, lambda: cls(free, size=28, iterations=iterations, ig_steps=20, batch_size=batch_size), x,
+                target, repeats)
+    ex = m["ex"]
+    ms = (m["cpu"] - m["replay"]) / iterations * 1e3
+    images = ex.n_forward / iterations
+    return {"ms_per_iteration": ms, "images_per_iteration": images, "ms_per_image": ms / images,
+            "backward_images_per_iteration": ex.n_backward / iterations}
+
+
+# -------------------------------------------------------------------------------------------- profile
+_SCOPE = "network"
+_BWD = "autograd::engine::evaluate_function: "
+
+
+def _descendants(e) -> list:
+    out, todo = [], list(e.cpu_children)
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo.extend(c.cpu_children)
+    return out
+
+
+def profile_outside(clf, make: Callable[[], object], x: torch.Tensor, target: int, iterations: int,
+                    top: int = 12) -> list[dict]:
+    """Run one explanation under torch.profiler; print and return the top operators outside the network."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    stack: list = []
+
+    def enter(mod, args):
+        rf = record_function(_SCOPE)
+        rf.__enter__()
+        stack.append(rf)
+
+    def leave(mod, args, out):
+        stack.pop().__exit__(None, None, None)
+
+    hooks = [clf.net.register_forward_pre_hook(enter), clf.net.register_forward_hook(leave)]
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            w0, c0 = time.perf_counter(), time.process_time()
+            make().explain(x, target)
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    finally:
+        for h in hooks:
+            h.remove()
+    events = prof.events()
+    inside: set[int] = set()
+    seqs: set[int] = set()
+    tops = []
+    for e in events:  # the network's forward, and the sequence numbers of the autograd nodes it created
+        if e.name == _SCOPE:
+            tops.append(e)
+            inside.add(id(e))
+            for d in _descendants(e):
+                inside.add(id(d))
+                if d.sequence_nr >= 0:
+                    seqs.add(d.sequence_nr)
+    for e in events:  # the backward of those nodes
+        if e.name.startswith(_BWD) and e.sequence_nr in seqs and id(e) not in inside:
+            tops.append(e)
+            inside.add(id(e))
+            inside.update(id(d) for d in _descendants(e))
+    scale = cpu / wall / 1e3 / iterations  # µs of wall → ms of CPU per iteration
+    net_ms = sum(e.cpu_time_total for e in tops) * scale
+    ops: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for e in events:
+        if id(e) not in inside:
+            ops[e.name][0] += e.self_cpu_time_total * scale
+            ops[e.name][1] += 1 / iterations
+    rows = [{"operator": k, "ms_per_iteration": v[0], "calls_per_iteration": v[1]}
+            for k, v in sorted(ops.items(), key=lambda kv: -kv[1][0])]
+    total = cpu * 1e3 / iterations
+    print(f"  {total:.0f} ms CPU per iteration: network {net_ms:.0f} ms, outside {total - net_ms:.0f} ms "
+          f"(operators {sum(r['ms_per_iteration'] for r in rows):.0f} ms, the rest Python and profiler)")
+    print(f"  {'top operators outside the network':52s} {'ms/it':>8s} {'calls/it':>9s}")
+    for r in rows[:top]:
+        print(f"  {r['operator'][:52]:52s} {r['ms_per_iteration']:8.2f} {r['calls_per_iteration']:9.1f}")
+    return rows[:top]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=5, help="optimisation iterations run by every implementation")
     ap.add_argument("--batch-size", type=int, default=4, help="our images per model call (CPU: small is fastest)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of ours, each between two replays")
+    ap.add_argument("--profile", action="store_true", help="print the top operators outside the network")
+    ap.add_argument("--profile-iterations", type=int, default=2)
     args = ap.parse_args()
     print(configure(args.threads))
     clf = load_model("efficientnet_lite0")
@@ -236,25 +410,43 @@ def main() -> None:
         pass_times(clf, b, reps=1)
     it = args.iterations
     scale = PAPER_ITERATIONS / it
+    classes = {"igos": IGOS, "igospp": IGOSPlusPlus}
     rows: dict[str, dict] = {}
-    exps = {}
-    for name, cls in (("igos", IGOS), ("igospp", IGOSPlusPlus)):
-        e = cls(clf, size=28, iterations=it, ig_steps=20, batch_size=args.batch_size)
-        t0 = time.process_time()
-        exps[name] = e.explain(x, target)
-        rows[f"ours {name}"] = ours_row(exps[name], time.process_time() - t0, it)
+    meas = {}
+    for name, cls in classes.items():
+        def make(cls=cls, iterations=it):
+            return cls(clf, size=28, iterations=iterations, ig_steps=20, batch_size=args.batch_size)
+
+        meas[name] = measure(clf, make, x, target, args.repeats)
+        rows[f"ours {name}"] = ours_row(meas[name]["ex"], meas[name]["cpu"], it)
+        print(f"ours {name}: CPU {', '.join(f'{r:.2f}' for r in meas[name]['runs'])} s; replays of its model calls "
+              f"{', '.join(f'{r:.2f}' for r in meas[name]['replays'])} s; ratios "
+              f"{', '.join(f'{r:.3f}' for r in meas[name]['ratios'])} (1-minute load {os.getloadavg()[0]:.2f})")
     rows["official igos (demo loop)"] = official_row(official_igos_demo(clf, x, target, it), it)
     rows["official igospp (IGOS_pp)"] = official_row(official_igospp(clf, x, target, it), it)
 
-    # plain batched model passes, measured after the runs (warm allocator), at our chunk size
+    # plain batched model passes at our chunk size (the old per-image-rate estimate; prices the official runs)
     fwd, fb = pass_times(clf, args.batch_size)
     print(f"model: forward {fwd * 1e3:.1f} ms/image, forward+backward {fb * 1e3:.1f} ms/image "
           f"(batch {args.batch_size}, CPU time)")
-    ex = exps["igospp"]
-    ideal = (ex.n_forward - ex.n_backward) * fwd + ex.n_backward * fb
-    overhead = rows["ours igospp"]["s_it"] * it / ideal
+    rates = {}
+    for name in classes:
+        ex = meas[name]["ex"]
+        rates[name] = meas[name]["cpu"] / ((ex.n_forward - ex.n_backward) * fwd + ex.n_backward * fb)
+    overhead, igos_overhead = meas["igospp"]["ratio"], meas["igos"]["ratio"]
 
-    print(f"\nper iteration (mean of {it}; 28x28, N = 20): images by phase, model calls, CPU seconds")
+    outside = {name: outside_per_iteration(clf, cls, x, it, args.batch_size, args.repeats)
+               for name, cls in classes.items()}
+    profiles = {}
+    if args.profile:
+        for name, cls in classes.items():
+            print(f"\nprofile of ours {name}, {args.profile_iterations} iterations (EfficientNet-Lite0):")
+            profiles[name] = profile_outside(
+                clf, lambda cls=cls: cls(clf, size=28, iterations=args.profile_iterations, ig_steps=20,
+                                         batch_size=args.batch_size), x, target, args.profile_iterations)
+
+    print(f"\nper iteration (median of {args.repeats} runs of {it}; 28x28, N = 20): images by phase, model calls, "
+          "CPU seconds")
     print(f"{'implementation':28s} {'grad fwd+bwd':>12s} {'base fwd':>9s} {'trial fwd':>10s} {'other fwd':>10s} "
           f"{'trials tried':>12s} {'model calls':>22s} {'CPU s':>7s}")
     for name, r in rows.items():
@@ -262,6 +454,12 @@ def main() -> None:
               f"{r['tried']:12.1f} {r['calls']:>22s} {r['s_it']:7.2f}")
     print("(ours: 'other' = noise-free single-image evaluations of I-GOS not covered by a trial point; "
           "official demo: 'other' = its top-1 and curvetop diagnostic forwards)")
+    for name in classes:
+        o = outside[name]
+        print(f"ours {name}: overhead ratio {meas[name]['ratio']:.3f} against the replay of its own model calls "
+              f"({rates[name]:.3f} at per-image rates); outside the network with a free stand-in model: "
+              f"{o['ms_per_iteration']:.1f} ms per iteration ({o['images_per_iteration']:.0f} images, "
+              f"{o['ms_per_image']:.2f} ms per image)")
     sp_igos = rows["official igos (demo loop)"]["s_it"] / rows["ours igos"]["s_it"]
     sp_igospp = rows["official igospp (IGOS_pp)"]["s_it"] / rows["ours igospp"]["s_it"]
     off = rows["official igospp (IGOS_pp)"]
@@ -274,12 +472,8 @@ def main() -> None:
     print(f"of which fewer passes: {priced / rows['ours igospp']['s_it']:.2f}x (IGOS_pp's images priced at our "
           f"per-image rates: {priced:.2f} s/iteration), per-image efficiency of our chunks of {args.batch_size} "
           f"vs its calls of 20: {off['s_it'] / priced:.2f}x")
+    ex = meas["igospp"]["ex"]
     passes = int(round((ex.n_forward + ex.n_backward) * scale))
-    print(f"igos_s_per_image={rows['ours igos']['s_it'] * PAPER_ITERATIONS:.2f} "
-          f"igospp_s_per_image={rows['ours igospp']['s_it'] * PAPER_ITERATIONS:.2f} "
-          f"igospp_passes_per_image={passes} overhead_ratio={overhead:.3f}")
-    ig = exps["igos"]
-    igos_overhead = rows["ours igos"]["s_it"] * it / ((ig.n_forward - ig.n_backward) * fwd + ig.n_backward * fb)
     over = {"ours igos": igos_overhead, "ours igospp": overhead}
     table = [{"kind": "explanation" if key.startswith("ours") else "official", "implementation": key,
               "method": "igos_pp" if "igospp" in key else "igos", "budget": "28x28, 15 iterations, 20 IG points",
@@ -290,11 +484,24 @@ def main() -> None:
     record("igos", {"igos_s_per_image": rows["ours igos"]["s_it"] * PAPER_ITERATIONS,
                     "igospp_s_per_image": rows["ours igospp"]["s_it"] * PAPER_ITERATIONS,
                     "igospp_passes_per_image": passes, "overhead_ratio": overhead, "igos_overhead_ratio": igos_overhead,
+                    "overhead_ratio_rates": rates["igospp"], "igos_overhead_ratio_rates": rates["igos"],
+                    "igospp_outside_ms_per_iteration": outside["igospp"]["ms_per_iteration"],
+                    "igos_outside_ms_per_iteration": outside["igos"]["ms_per_iteration"],
+                    "igospp_outside_ms_per_image": outside["igospp"]["ms_per_image"],
+                    "igos_outside_ms_per_image": outside["igos"]["ms_per_image"],
                     "official_igospp_s_per_image": off["s_it"] * PAPER_ITERATIONS,
                     "official_igos_s_per_image": rows["official igos (demo loop)"]["s_it"] * PAPER_ITERATIONS,
                     "speedup_vs_official_igospp": sp_igospp, "speedup_vs_official_igos": sp_igos,
                     "speedup_cap_igospp": floor, "model_fwd_s_per_image": fwd, "model_fwdbwd_s_per_image": fb},
-           extra={"iterations": it, "batch_size": args.batch_size, "threads": args.threads}, rows=table)
+           extra={"iterations": it, "batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
+                  "overhead_runs": {k: {"runs_s": m["runs"], "replays_s": m["replays"], "ratios": m["ratios"]}
+                                    for k, m in meas.items()},
+                  "outside_standin": outside, "profile": profiles or None}, rows=table)
+    print(f"igos_s_per_image={rows['ours igos']['s_it'] * PAPER_ITERATIONS:.2f} "
+          f"igospp_s_per_image={rows['ours igospp']['s_it'] * PAPER_ITERATIONS:.2f} "
+          f"igospp_passes_per_image={passes} overhead_ratio={overhead:.3f} igos_overhead_ratio={igos_overhead:.3f} "
+          f"igospp_outside_ms_per_iteration={outside['igospp']['ms_per_iteration']:.1f} "
+          f"igos_outside_ms_per_iteration={outside['igos']['ms_per_iteration']:.1f}")
 
 
 if __name__ == "__main__":
