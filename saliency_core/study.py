@@ -219,16 +219,20 @@ class Study:
     def with_images(self, data: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
                     n: int | None = None, seed: int | None = None) -> Study:
         """A copy with other images: ``data`` (a folder) replaces the image source; ``n``/``seed`` the subset."""
-        images = dict(self.images)
+        images = copy.deepcopy(self.images)
         if data is not None:
-            images = {"folder": str(data), "labels": None if labels is None else str(labels), "n": images.get("n"),
+            images = {"folder": str(data), "labels": None if labels is None else str(labels), "n": None,
                       "seed": images.get("seed", 0)}
         elif labels is not None:
             raise ValueError("labels without data is not valid; accepted values: --data DIR [--labels FILE]")
-        if n is not None:
-            images["n"] = n
-        if seed is not None:
-            images["seed"] = seed
+        if "embedded" in images:  # the first n photos (a seed does not apply)
+            if n is not None:
+                images["embedded"]["n"] = n
+        else:
+            if n is not None:
+                images["n"] = n
+            if seed is not None:
+                images["seed"] = seed
         return dataclasses.replace(self, images=images)
 
 
@@ -648,11 +652,13 @@ class _RowBuffer:
         self.results: list[dict[str, Any]] = []
         self.last = time.monotonic()
         self.cpu_seconds = 0.0
+        self.task_seconds = 0.0
         self.done = 0
 
     def add(self, res: dict[str, Any]) -> None:
         self.results.append(res)
         self.cpu_seconds += float(res.get("cpu_seconds", 0.0))
+        self.task_seconds += float(res.get("wall_seconds", 0.0))
         self.done += 1
         if len(self.results) >= self.every_n or time.monotonic() - self.last >= self.every_s:
             self.flush()
@@ -773,7 +779,8 @@ def run(
     wall, cpu = time.perf_counter() - t0_wall, time.process_time() - t0_cpu
     res = load_results(study, store, p)
     res.n_submitted, res.n_skipped = len(todo), n_skipped
-    prov = _provenance(p, mode, n_workers, wall, cpu + buffer.cpu_seconds, len(todo), n_skipped, buffer.done)
+    cpu_total = cpu if serial else cpu + buffer.cpu_seconds  # in-process tasks are in this process's CPU time
+    prov = _provenance(p, mode, n_workers, wall, cpu_total, len(todo), n_skipped, buffer.done, buffer.task_seconds)
     if out is not False:
         folder = Path(out) if out else Path(store.root) / "studies" / study.name
         old = {}
@@ -910,7 +917,7 @@ def _git(args: list[str]) -> str | None:
 
 
 def _provenance(p: Plan, mode: str, n_workers: int, wall: float, cpu: float, submitted: int, skipped: int,
-                done: int) -> dict[str, Any]:
+                done: int, task_seconds: float = 0.0) -> dict[str, Any]:
     s = p.study
     commit = _git(["rev-parse", "HEAD"])
     status = _git(["status", "--porcelain", "--untracked-files=no"]) if commit else None
@@ -918,7 +925,8 @@ def _provenance(p: Plan, mode: str, n_workers: int, wall: float, cpu: float, sub
     run_rec = {"date": date, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
                "scheduler": mode, "workers": n_workers, "submitted": submitted, "completed": done,
                "skipped": skipped, "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
-               "commit": commit, "dirty": bool(status) if status is not None else None}
+               "task_seconds": round(task_seconds, 3), "commit": commit,
+               "dirty": bool(status) if status is not None else None}
     return {
         "study": s.name,
         "spec": s.to_dict(),

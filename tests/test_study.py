@@ -332,6 +332,15 @@ def test_write_and_import_tables_resume_elsewhere(tiny, tmp_path):
         pd.testing.assert_frame_equal(getattr(again, name), getattr(first, name))
 
 
+def test_with_images(tiny):
+    emb = S.Study.from_dict({"name": "e", "images": {"embedded": {"n": 20}}, "methods": ["gradient"],
+                             "protocols": ["pixel_flip"]})
+    assert emb.with_images(n=2).images["embedded"]["n"] == 2 and emb.images["embedded"]["n"] == 20
+    folder = emb.with_images(tiny / "imgs", n=3, seed=1).images
+    assert folder == {"folder": str(tiny / "imgs"), "labels": None, "n": 3, "seed": 1}
+    assert len(S.load_records(S.Study.from_dict(_spec(tiny)).with_images(n=2))) == 2
+
+
 def test_worker_with_other_code_refuses(tiny, tmp_path):
     p = S.plan(_spec(tiny))
     payload = S._payload(p, p.tasks[0], Store(tmp_path))
