@@ -137,14 +137,20 @@ def test_corrupt_weight_file(tmp_path):
 
 
 def test_weights_only_refuses_pickled_code(tmp_path):
+    import os
+
+    marker = tmp_path / "PWNED"
+
     class Evil:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (os.system, (f"touch {marker}",))
 
     p = tmp_path / "evil.pth"
-    torch.save({"x": Evil()}, p)
-    with pytest.raises(ValueError, match="could not be read"):
-        sc.load_model("resnet50", weights=str(p))
+    torch.save({"conv1.weight": Evil()}, p)
+    for name in ("resnet50", "efficientnet_lite0"):
+        with pytest.raises(ValueError, match=r"weights='.*evil.pth' could not be read as a state_dict"):
+            sc.load_model(name, weights=str(p))
+    assert not marker.exists(), "loading a weight file ran code"
 
 
 def test_canonicalize_splits_reused_modules():
@@ -269,3 +275,29 @@ def test_every_explainer_on_every_named_model(named_models, model, method):
     assert clf.state_fingerprint() == fp
     with pytest.raises(ValueError, match=r"x has shape \(3, 16, 16\); accepted values: images of at least 32×32"):
         fast_explainer(method, clf).explain(torch.rand(3, 16, 16), 1)
+
+
+@pytest.mark.parametrize("name, arch", [("efficientnet_lite0", "efficientnet_lite0"), ("vgg16", "torchvision vgg16"),
+                                        ("vgg19", "torchvision vgg19"), ("resnet50", "torchvision resnet50")])
+def test_wrong_architecture_state_dict_is_one_line_for_every_named_model(tmp_path, name, arch):
+    import torchvision
+
+    p = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), p)
+    with pytest.raises(ValueError) as info:
+        sc.load_model(name, weights=str(p))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"weights='{p}' is not a state_dict of {arch}: ")
+    assert "missing keys (e.g. " in msg and f"accepted values: a state_dict saved from the same architecture ({arch})" \
+        in msg
+
+
+def test_state_dict_without_num_batches_tracked_loads(tmp_path):
+    import torchvision
+
+    torch.manual_seed(3)
+    m = torchvision.models.resnet50(weights=None)
+    sd = {k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}  # old torch versions
+    torch.save(sd, tmp_path / "old.pth")
+    clf = sc.load_model("resnet50", weights=str(tmp_path / "old.pth"))
+    assert torch.equal(clf.layer("fc").weight, m.fc.weight)
