@@ -2,17 +2,17 @@
 
 Estimand (paper eq. 2-3): γ = Σ⁻¹ E[(f(x₀+z) − f(x₀)) z], z ~ N(0, Σ).
 
-* **Perturbation** (paper §5.2, protocols.md §3.2): z lives on a ``grid``×``grid`` lattice (28×28, 8×8-pixel
+* **Perturbation** (paper §5.2, appendix §3.2): z lives on a ``grid``×``grid`` lattice (28×28, 8×8-pixel
   blocks on 224² images), Σ = σ²(DᵀD + 11ᵀ/p) with D the first-difference operator of
   :func:`~saliency_core.perturbations.grid_difference_matrix` (``padded=True`` = official, 1624×784, rank 784),
   or the isotropic σ²I (``covariance="isotropic"``). Samples are z = σ·L·ε with L the dense Cholesky factor of
   Σ/σ² (784×784: computed once and cached), nearest-upsampled to the image and added to ONE colour channel at
   a time (``per_channel=True``, official) or to all three channels (``per_channel=False``: one shared field).
 * **LEG** (eq. 4): ĝ_c = Σ⁻¹ · mean_i(y_i z_i), y_i = p_c(x + z_i) − p_c(x) (softmax of the explained class;
-  ``response="logit"`` uses the logit). Map = bilinear resize of mean_c |ĝ_c| (protocols.md §3.1).
+  ``response="logit"`` uses the logit). Map = bilinear resize of mean_c |ĝ_c| (appendix §3.1).
 * **LEG-TV** (Definition 2): min ‖Dg‖₁ s.t. ‖D⁺ᵀ(ȳ − Σg)‖_∞ ≤ L, L = K_L·L_max, L_max = ‖D⁺ᵀȳ‖_∞.
   Solved SPARSELY with the identity D⁺ᵀΣ = σ²(D + u1ᵀ/p), u = D⁺ᵀ1 = D(DᵀD)⁻¹1 (u = 0 unpadded), and
-  D⁺ᵀȳ = σ²(Dĝ + u·mean ĝ) (protocols.md §3.3): no pseudo-inverse, no SVD; σ² cancels.
+  D⁺ᵀȳ = σ²(Dĝ + u·mean ĝ) (appendix §3.3): no pseudo-inverse, no SVD; σ² cancels.
   Variables g ∈ ℝᵖ, t ∈ ℝᵐ, s ∈ ℝ: min Σt, −t ≤ Dg ≤ t, |Dg + u·s − r| ≤ λ, 1ᵀg = p·s,
   with r = Dĝ + u·mean ĝ and λ = K_L‖r‖_∞. Unpadded D also pins s = mean ĝ (otherwise g + c·1 is optimal for
   every c). cvxpy + CLARABEL by default (the problem is compiled once per grid and re-solved with new
@@ -253,7 +253,7 @@ def solve_leg_tv(g_hat: np.ndarray | torch.Tensor, n: int, k_l: float = 0.1, pad
 
 def legtv_dense_reference(ybar: np.ndarray, n: int, sigma: float = 0.02, k_l: float = 0.1, padded: bool = True,
                           solver: str = "highs") -> tuple[np.ndarray, float]:
-    """The official DENSE formulation (pseudo-inverse, dense D⁺ᵀΣ; protocols.md §3.3 "as coded"): tests only.
+    """The official DENSE formulation (pseudo-inverse, dense D⁺ᵀΣ; appendix §3.3 "as coded"): tests only.
 
     min ‖Dg‖₁ s.t. ‖D⁺ᵀȳ − D⁺ᵀΣg‖_∞ ≤ k_l·‖D⁺ᵀȳ‖_∞. Returns (g, objective).
     """
@@ -285,7 +285,7 @@ def leg_map(g: torch.Tensor, size: int | tuple[int, int] = 224) -> torch.Tensor:
 
 @register("leg")
 class LEG(Explainer):
-    """Linearly Estimated Gradient (paper eq. 4) with the structured perturbation (protocols.md §3.1).
+    """Linearly Estimated Gradient (paper eq. 4) with the structured perturbation (appendix §3.1).
 
     Parameters
     ----------
