@@ -768,14 +768,10 @@ def run(
             bar = _bar(len(todo), study.name, progress)
             n_workers, failures = _run_dask(client, p, todo, store, buffer, bar, errors, window, study)
     finally:
-        buffer.flush()
+        buffer.flush()  # first: every finished task is kept, whatever happens next
         if bar is not None:
             bar.close()
-        if isinstance(own_cluster, tuple):
-            own_cluster[0].close()
-            own_cluster[1].close()
-        elif own_cluster is not None:
-            own_cluster.close()
+        _close(own_cluster)
     wall, cpu = time.perf_counter() - t0_wall, time.process_time() - t0_cpu
     res = load_results(study, store, p)
     res.n_submitted, res.n_skipped = len(todo), n_skipped
@@ -802,6 +798,17 @@ def run(
         raise StudyError(f"{len(failures)} task(s) failed (the other rows are stored; a rerun retries them); "
                          f"first: {failures[0]}")
     return res
+
+
+def _close(own: Any) -> None:
+    """Close the client/cluster this run started (quietly: after Ctrl-C the workers may be gone already)."""
+    for obj in (own if isinstance(own, tuple) else (own,)):
+        if obj is None:
+            continue
+        try:
+            obj.close()
+        except Exception as exc:  # noqa: BLE001 - closing must not hide the interruption or the result
+            log.debug("closing %r: %s", obj, exc)
 
 
 def _bar(total: int, desc: str, progress: bool):
