@@ -776,24 +776,14 @@ def run(
     res = load_results(study, store, p)
     res.n_submitted, res.n_skipped = len(todo), n_skipped
     cpu_total = cpu if serial else cpu + buffer.cpu_seconds  # in-process tasks are in this process's CPU time
-    prov = _provenance(p, mode, n_workers, wall, cpu_total, len(todo), n_skipped, buffer.done, buffer.task_seconds)
+    rec = _run_record(mode, n_workers, wall, cpu_total, len(todo), n_skipped, buffer.done, buffer.task_seconds)
     if out is not False:
-        folder = Path(out) if out else Path(store.root) / "studies" / study.name
-        old = {}
-        if (folder / "provenance.json").is_file():
-            try:
-                old = json.loads((folder / "provenance.json").read_text())
-            except (OSError, ValueError):
-                old = {}
-        runs = old.get("runs") if isinstance(old.get("runs"), list) else []
-        prov["runs"] = [*runs, *prov["runs"]]
-        prov["wall_seconds"] = round(sum(r["wall_seconds"] for r in prov["runs"]), 3)
-        prov["cpu_seconds"] = round(sum(r["cpu_seconds"] for r in prov["runs"]), 3)
-        res.provenance = prov
+        folder = Path(out) if out else _store_folder(store, study.name)
+        res.provenance = _provenance(p, [*_runs_in(folder), rec])
         write_tables(res, folder)
         res.out = folder
     else:
-        res.provenance = prov
+        res.provenance = _provenance(p, [rec])
     if failures:
         raise StudyError(f"{len(failures)} task(s) failed (the other rows are stored; a rerun retries them); "
                          f"first: {failures[0]}")
@@ -897,7 +887,9 @@ def load_results(study: Study | str | os.PathLike | Mapping[str, Any], store: St
                    "n_backward_calls", "seconds", "key"]]
     have_s, have_c = set(scores["key"]), set(costs["key"])
     missing = sum(1 for t in p.tasks if t.id not in have_c or any(s["key"] not in have_s for s in t.scores))
-    return Results(scores=_typed(scores), curves=_typed(curves), costs=_typed(costs), missing=missing)
+    prov = _provenance(p, _runs_in(_store_folder(store, p.study.name)))
+    return Results(scores=_typed(scores), curves=_typed(curves), costs=_typed(costs), missing=missing,
+                   provenance=prov)
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -923,24 +915,30 @@ def _git(args: list[str]) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def _provenance(p: Plan, mode: str, n_workers: int, wall: float, cpu: float, submitted: int, skipped: int,
-                done: int, task_seconds: float = 0.0) -> dict[str, Any]:
-    s = p.study
+def _run_record(mode: str, n_workers: int, wall: float, cpu: float, submitted: int, skipped: int, done: int,
+                task_seconds: float) -> dict[str, Any]:
+    """One run of a study: when, how, where, how long."""
     commit = _git(["rev-parse", "HEAD"])
     status = _git(["status", "--porcelain", "--untracked-files=no"]) if commit else None
-    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    run_rec = {"date": date, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-               "scheduler": mode, "workers": n_workers, "submitted": submitted, "completed": done,
-               "skipped": skipped, "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
-               "task_seconds": round(task_seconds, 3), "commit": commit,
-               "dirty": bool(status) if status is not None else None}
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+            "scheduler": mode, "workers": n_workers, "submitted": submitted, "completed": done, "skipped": skipped,
+            "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "task_seconds": round(task_seconds, 3),
+            "commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _provenance(p: Plan, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's provenance: what it is (spec, model, images, code hashes) and every run that filled its tables;
+    ``commit``/``dirty``/``command``/``date`` are those of the last run."""
+    s = p.study
+    last = runs[-1] if runs else {}
     return {
         "study": s.name,
         "spec": s.to_dict(),
-        "commit": commit,
-        "dirty": bool(status) if status is not None else None,
-        "command": run_rec["command"],
-        "date": date,
+        "commit": last.get("commit"),
+        "dirty": last.get("dirty"),
+        "command": last.get("command"),
+        "date": last.get("date"),
         "model": {"name": p.clf.name, "weights_hash": str(p.clf.weights_id), "identity": p.model_id},
         "n_images": len(p.records),
         "n_methods": len(s.methods),
@@ -956,10 +954,23 @@ def _provenance(p: Plan, mode: str, n_workers: int, wall: float, cpu: float, sub
             "methods": {label: object_code_hash(explainer_class(m["method"])) for label, m in s.methods.items()},
             "protocols": {label: get_protocol(q["protocol"]).code_hash() for label, q in s.protocols.items()},
         },
-        "wall_seconds": round(wall, 3),
-        "cpu_seconds": round(cpu, 3),
-        "runs": [run_rec],
+        "wall_seconds": round(sum(float(r.get("wall_seconds", 0.0)) for r in runs), 3),
+        "cpu_seconds": round(sum(float(r.get("cpu_seconds", 0.0)) for r in runs), 3),
+        "runs": list(runs),
     }
+
+
+def _runs_in(folder: Path) -> list[dict[str, Any]]:
+    """The run records of ``folder/provenance.json`` (none when absent or unreadable)."""
+    try:
+        runs = json.loads((folder / "provenance.json").read_text()).get("runs")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+
+def _store_folder(store: Store, name: str) -> Path:
+    return Path(store.root) / "studies" / name
 
 
 def write_tables(results: Results, folder: str | os.PathLike) -> Path:
@@ -1023,5 +1034,28 @@ def import_tables(folder: str | os.PathLike | Iterable[str | os.PathLike],
                 new = new.drop_duplicates("key")
             store.append_rows(name, new)
             counts[name] += len(new)
+        study_name = r.provenance.get("study")
+        if isinstance(study_name, str) and study_name and "/" not in study_name and not study_name.startswith("."):
+            _merge_runs(_store_folder(store, study_name), r.provenance)
     return counts
+
+
+def _merge_runs(folder: Path, prov: dict[str, Any]) -> None:
+    """Add the runs of an imported ``provenance.json`` to the store's record of that study (each run once)."""
+    old = {}
+    if (folder / "provenance.json").is_file():
+        try:
+            old = json.loads((folder / "provenance.json").read_text())
+        except (OSError, ValueError):
+            old = {}
+    merged = {**prov, **{k: v for k, v in old.items() if k != "runs"}} if old else dict(prov)
+    runs = _runs_in(folder)
+    seen = {json.dumps(r, sort_keys=True) for r in runs}
+    for r in prov.get("runs", []) if isinstance(prov.get("runs"), list) else []:
+        if isinstance(r, dict) and json.dumps(r, sort_keys=True) not in seen:
+            runs.append(r)
+            seen.add(json.dumps(r, sort_keys=True))
+    merged["runs"] = runs
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "provenance.json", json.dumps(merged, indent=1, default=str) + "\n")
 

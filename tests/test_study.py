@@ -326,8 +326,10 @@ def test_write_and_import_tables_resume_elsewhere(tiny, tmp_path):
     counts = S.import_tables(tmp_path / "release", tmp_path / "b")
     assert counts == {"scores": 16, "curves": 80, "costs": 8}
     assert S.import_tables(tmp_path / "release", tmp_path / "b") == {"scores": 0, "curves": 0, "costs": 0}
-    again = S.run(spec, workers=0, store=tmp_path / "b", progress=False, out=False)
-    assert again.n_submitted == 0
+    merged = S.load_results(spec, tmp_path / "b")
+    assert merged.missing == 0 and [r["submitted"] for r in merged.provenance["runs"]] == [8]  # the run, once
+    again = S.run(spec, workers=0, store=tmp_path / "b", progress=False)
+    assert again.n_submitted == 0 and [r["submitted"] for r in again.provenance["runs"]] == [8, 0]
     for name in S.TABLES:
         pd.testing.assert_frame_equal(getattr(again, name), getattr(first, name))
 
