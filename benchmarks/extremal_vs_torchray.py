@@ -218,7 +218,7 @@ def main() -> None:
         return [float(np.corrcoef(a[i], b[i])[0, 1]) for i in range(k)]
 
     mine = ours.extras["masks"].numpy().reshape(k, -1)
-    corr = ratio = floor = float("nan")
+    corr = ratio = floor = c_tr = float("nan")
     if extremal_perturbation is not None:
         ref, t_tr, c_tr = torchray(args.iters)
         ratio = t_ours / t_tr
@@ -259,7 +259,8 @@ def main() -> None:
            {"mask_corr": corr, "time_ratio_vs_torchray": ratio, "overhead_ratio": overhead, "seconds_ours": t_ours,
             "seconds_model": t_model, "seconds_torchray": t_tr, "noise_floor": floor,
             "outside_ms_per_iter": outside["cpu_ms"], "outside_wall_ms_per_iter": outside["wall_ms"],
-            "seconds_ours_cpu": c_ours, "seconds_model_cpu": c_model, "overhead_ratio_cpu": c_ours / c_model},
+            "seconds_ours_cpu": c_ours, "seconds_model_cpu": c_model, "overhead_ratio_cpu": c_ours / c_model,
+            "seconds_torchray_cpu": c_tr, "time_ratio_vs_torchray_cpu": c_ours / c_tr},
            extra={"iters": args.iters, "areas": args.areas, "image": name, "target": target,
                   "outside_network": outside},
            rows=[{"kind": "explanation", "method": "extremal_perturbation",
