@@ -313,8 +313,8 @@ class _SuperpixelExplainer(Explainer):
 
 def _wls_model(ridge: float = 0.0):
     """Captum interpretable model fitted in closed form: weighted least squares with an unpenalised intercept and
-    an optional ridge penalty. A scikit-learn-free stand-in for Captum's ``SkLearnLinearRegression`` (KernelSHAP,
-    ``ridge=0``) and for LIME's own ``Ridge(alpha=1)`` (``ridge=1``)."""
+    an optional ridge penalty; a stand-in for Captum's ``SkLearnLinearRegression`` (KernelSHAP, ``ridge=0``).
+    (LIME uses the ``lime`` package itself, with its own ``Ridge(alpha=1)``.)"""
     from captum._utils.models.linear_model import LinearModel
 
     def train(model, dataloader, construct_kwargs=None, **_: Any) -> dict[str, float]:
@@ -480,7 +480,7 @@ class Lime(Explainer):
 class KernelShap(_SuperpixelExplainer):
     """KernelSHAP (Lundberg & Lee 2017) over superpixels, Captum ``KernelShap``.
 
-    LEG's tables: 50 SLIC segments (compactness 30, σ 3), white background, 6000 samples (protocols.md §7):
+    LEG's tables: 50 SLIC segments (compactness 30, σ 3), white background, 6000 samples (appendix §7):
     ``KernelShap(model, superpixels="slic", fill="white", n_samples=6000)``.
     """
 
