@@ -276,6 +276,22 @@ def _normalize_entries(what: str, key: str, entries: Any) -> dict[str, dict[str,
 
 
 def _normalize_images(images: Any) -> dict[str, Any]:
+    """One image source (embedded / folder, see :class:`Study`), or several:
+    ``{sources: [source, ...], n: N, seed: S}`` (or a bare list of sources) concatenates them in the given order,
+    each source in its own deterministic order, and keeps the first ``n`` after a seeded shuffle of every source but
+    the first — a prefix-stable selection, so that a larger ``n`` extends the same images (a run grows, resumes)."""
+    if isinstance(images, (list, tuple)):
+        images = {"sources": list(images)}
+    if isinstance(images, Mapping) and "sources" in images:
+        unknown = sorted(set(images) - {"sources", "n", "seed"})
+        if unknown:
+            raise ValueError(f"images key {unknown[0]!r} is not valid with sources; accepted values: sources, n, seed")
+        srcs = images["sources"]
+        if not isinstance(srcs, (list, tuple)) or not srcs:
+            raise ValueError(f"images.sources={srcs!r} is not valid; accepted values: a non-empty list of sources")
+        return {"sources": [_normalize_images(s) for s in srcs],
+                "n": check_optional_int("images.n", images.get("n"), 1),
+                "seed": check_int("images.seed", images.get("seed", 0))}
     if images is None or images == "embedded":
         images = {"embedded": {}}
     if not isinstance(images, Mapping):
@@ -317,9 +333,22 @@ def _normalize_images(images: Any) -> dict[str, Any]:
 
 def load_records(study: Study) -> list:
     """The study's image records (in a deterministic order)."""
+    return _records(study.images)
+
+
+def _records(spec: dict[str, Any]) -> list:
     from .data import embedded_images, load_folder
 
-    spec = study.images
+    if "sources" in spec:
+        import random
+
+        recs = list(_records(spec["sources"][0]))
+        rest = [r for src in spec["sources"][1:] for r in _records(src)]
+        random.Random(spec["seed"]).shuffle(rest)
+        recs += rest
+        seen = set()
+        recs = [r for r in recs if not (r.id in seen or seen.add(r.id))]
+        return recs if spec["n"] is None else recs[: spec["n"]]
     if "folder" in spec:
         recs = load_folder(spec["folder"], spec["labels"], None if spec.get("ids") else spec["n"], spec["seed"])
     else:
