@@ -15,6 +15,10 @@ name                      better   value
                           higher
 ``del_igospp``/``ins_…``  lower /  iGOS++-style deletion / insertion AUC on the ``grid``×``grid`` cells
                           higher
+``lor_curve``             lower    p(α) over ``alphas`` (curve); value: this image's LOR at the largest α
+``ep_area_reward``        lower    EP only: Φ(m_a⊗x)/Φ(x) over the optimised areas; value: a* (smallest a ≥ τ)
+``ep_visible_area``       lower    EP only: visible mean of each area's mask; value at the area closest to 0.1
+``map_tv``                lower    total variation of the map (mean absolute neighbour differences)
 ``sanity``                lower    similarity (``measure``, default Spearman of the |maps|) between the map and the
                                    map of the same method on the model with ``layers`` re-initialised (Adebayo et
                                    al.): a map that survives randomisation does not explain the model
@@ -210,6 +214,32 @@ def _lor(clf, x, e, *, alpha, masking, noise_repeats, seed):
     return value, _curve(df["alpha"], df["prob"])
 
 
+def _check_lor_curve(s: dict) -> None:
+    s["alphas"] = check_fraction_list("alphas", s["alphas"])
+    if len(s["alphas"]) < 2 or s["alphas"][0] != 0.0 or sorted(s["alphas"]) != s["alphas"]:
+        raise ValueError(f"alphas={s['alphas']!r} is not valid; accepted values: increasing fractions starting at 0")
+    _check_masking(s)
+    check_int("noise_repeats", s["noise_repeats"], 1, 1000)
+    check_int("seed", s["seed"])
+
+
+@register_protocol("lor_curve", False, {"alphas": [round(0.4 * i / 9, 6) for i in range(10)], "masking": "mean",
+                                        "noise_repeats": 2, "seed": 0},
+                   ("saliency_core.metrics.sensitivity",),
+                   description="clean top-1 probability p(α) over masked fractions α (curve; LEG's LOR figures "
+                               "average p over images first); value: this image's LOR at the largest α",
+                   checks=_check_lor_curve)
+def _lor_curve(clf, x, e, *, alphas, masking, noise_repeats, seed):
+    from .metrics import sensitivity
+
+    df = sensitivity.lor_probabilities(clf, x, {"m": [e.map]}, maskings=(masking,), alphas=list(alphas),
+                                       targets=[e.target], noise_repeats=noise_repeats, seed=seed)
+    df = df.groupby("alpha", as_index=False)["prob"].mean().sort_values("alpha")
+    p = df["prob"].clip(1e-12, 1 - 1e-12).to_numpy()
+    value = math.log(p[-1] / (1 - p[-1])) - math.log(p[0] / (1 - p[0]))
+    return value, _curve(df["alpha"], df["prob"])
+
+
 def _check_skey(s: dict) -> None:
     _check_masking(s)
     check_int("n_grid", s["n_grid"], 2, 1_000_000)
@@ -235,11 +265,28 @@ for _m in ("dist-100", "black", "white", "mean", "noise"):
 # --------------------------------------------------------------------------------------------
 # insertion / deletion, appendix §8
 # --------------------------------------------------------------------------------------------
+_MASK_EXTRAS = {"mask_x": "mask_x", "mask_y": "mask_y", "mask_xy": "mask_xy"}
+
+
+def _mask_map(e, use: str, size: tuple[int, int]) -> torch.Tensor:
+    """The map to score: the explanation's map, or 1 − up(M) of one of an iGOS++ explanation's s×s masks."""
+    if use == "map":
+        return e.map
+    m = e.extras.get(_MASK_EXTRAS[use]) if isinstance(e.extras, Mapping) else None
+    if m is None:
+        raise ValueError(f"use={use!r} is not valid for method {e.method!r} (its explanation has no {use}); "
+                         "accepted values: 'map', or an iGOS/iGOS++ explanation")
+    from .perturbations import upsample_mask
+
+    return 1.0 - upsample_mask(torch.as_tensor(m, dtype=torch.float32)[None, None], size, align_corners=True)[0, 0]
+
+
 def _insdel(preset: str, curve: str):
     def fn(clf, x, e, **s):
         from .metrics import insertion_deletion as insdel
 
-        res = insdel.insertion_deletion(clf, x, e.map, e.target, preset=preset, curves=(curve,), **s)
+        sal = _mask_map(e, s.pop("use", "map"), tuple(x.shape[-2:]))
+        res = insdel.insertion_deletion(clf, x, sal, e.target, preset=preset, curves=(curve,), **s)
         c = res.curves
         return res.auc[curve], _curve(c["fraction"], c["score"])
 
@@ -256,6 +303,7 @@ def _check_igospp(s: dict) -> None:
     check_optional_int("step", s["step"], 1)
     check_choice("ties", s["ties"], ("stable", "random"))
     check_bool("igospp_metric_bug", s["igospp_metric_bug"])
+    check_choice("use", s["use"], ("map", *_MASK_EXTRAS))
 
 
 _INSDEL_MODULES = ("saliency_core.metrics.insertion_deletion",)
@@ -263,9 +311,57 @@ for _curve_name, _short, _up in (("deletion", "del", False), ("insertion", "ins"
     register_protocol(f"{_short}_rise", _up, {"step": 224, "ties": "stable", "seed": 0}, _INSDEL_MODULES,
                       description=f"RISE-style {_curve_name} AUC", checks=_check_rise)(_insdel("rise", _curve_name))
     register_protocol(f"{_short}_igospp", _up, {"grid": 28, "step": None, "ties": "stable", "seed": 0,
-                                                 "igospp_metric_bug": False}, _INSDEL_MODULES,
+                                                 "igospp_metric_bug": False, "use": "map"},
+                      _INSDEL_MODULES + ("saliency_core.perturbations",),
                       description=f"iGOS++-style {_curve_name} AUC", checks=_check_igospp)(
         _insdel("igospp", _curve_name))
+
+
+# --------------------------------------------------------------------------------------------
+# measurements of Extremal Perturbations' own outputs (appendix §1): they read the explanation's extras
+# --------------------------------------------------------------------------------------------
+def _ep_extras(e) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    ex = e.extras if isinstance(e.extras, Mapping) else {}
+    need = ("areas", "preserve_scores", "mask_area", "clean_score")
+    if any(k not in ex for k in need):
+        raise ValueError(f"method {e.method!r} is not valid for this protocol (its explanation has no "
+                         f"{', '.join(need)}); accepted values: an extremal_perturbation explanation")
+    areas = np.asarray(ex["areas"], dtype=float)
+    order = np.argsort(areas)
+    return (areas[order], np.asarray(ex["preserve_scores"], dtype=float)[order],
+            np.asarray(ex["mask_area"], dtype=float)[order], float(ex["clean_score"]))
+
+
+def _check_tau(s: dict) -> None:
+    check_range("tau", s["tau"], 0.0, low_inclusive=False)
+
+
+@register_protocol("ep_area_reward", False, {"tau": 0.9}, ("saliency_core.methods.extremal",),
+                   description="EP: the reward ratio Φ(m_a ⊗ x)/Φ(x) over the optimised areas a (curve); value: the "
+                               "extremal area a* = the smallest optimised a with ratio ≥ τ (NaN when none)",
+                   checks=_check_tau)
+def _ep_area_reward(clf, x, e, *, tau):
+    areas, scores, _, clean = _ep_extras(e)
+    ratio = scores / clean
+    ok = areas[ratio >= tau]
+    return (float(ok[0]) if len(ok) else float("nan")), _curve(areas, ratio)
+
+
+@register_protocol("ep_visible_area", False, {"area": 0.1}, ("saliency_core.methods.extremal",),
+                   description="EP: the visible (224² crop) mean of each area's mask (curve); value: the visible mean "
+                               "at the optimised area closest to ``area``",
+                   checks=lambda s: check_range("area", s["area"], 0.0, 1.0, low_inclusive=False))
+def _ep_visible_area(clf, x, e, *, area):
+    areas, _, visible, _ = _ep_extras(e)
+    return float(visible[int(np.argmin(np.abs(areas - area)))]), _curve(areas, visible)
+
+
+@register_protocol("map_tv", False, {}, ("saliency_core.explanation",),
+                   description="total variation of the map: mean |vertical difference| + mean |horizontal "
+                               "difference| (lower = smoother; fragmented masks score high)")
+def _map_tv(clf, x, e):
+    m = e.map.double()
+    return float((m[1:] - m[:-1]).abs().mean() + (m[:, 1:] - m[:, :-1]).abs().mean()), None
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ class Study:
     methods : dict
         ``{label: {"method": registry name, **hyper-parameters}}`` (``method`` defaults to the label).
     protocols : dict
-        ``{label: {"protocol": registry name, **settings}}`` (``protocol`` defaults to the label); a list of
+        ``{label: {"protocol": registry name, **settings}}`` (``protocol`` defaults to the label; an optional
+        ``methods: [labels]`` restricts a protocol to those methods, e.g. one that reads a method's extras); a list of
         registry names is accepted.
     model, weights : str
         :func:`~saliency_core.load_model` arguments, or ``model="package.module:factory"`` for a function
@@ -171,6 +172,14 @@ class Study:
                 get_protocol(spec["protocol"])
             except ValueError as exc:
                 raise ValueError(f"protocols[{label!r}]: {exc}") from None
+            only = spec.get("methods")
+            if only is not None:  # the protocol scores only these methods (e.g. one that reads a method's extras)
+                if isinstance(only, str):
+                    only = spec["methods"] = [only]
+                bad = [m for m in only if m not in self.methods] if isinstance(only, (list, tuple)) else [only]
+                if bad or not only:
+                    raise ValueError(f"protocols[{label!r}].methods={only!r} is not valid; accepted values: a "
+                                     f"non-empty list of method labels of this study ({', '.join(self.methods)})")
         self.images = _normalize_images(self.images)
         if not isinstance(self.sanity, dict) or set(self.sanity) - set(_SANITY_KEYS):
             raise ValueError(f"sanity={self.sanity!r} is not valid; accepted values: a mapping of randomisation "
@@ -492,7 +501,7 @@ def plan(study: Study | str | os.PathLike | Mapping[str, Any], clf: Classifier |
     protocols = {}
     for label, spec in study.protocols.items():
         p = get_protocol(spec["protocol"])
-        settings = {k: v for k, v in spec.items() if k != "protocol"}
+        settings = {k: v for k, v in spec.items() if k not in ("protocol", "methods")}
         if p.randomization:
             settings = {**{k: v for k, v in study.sanity.items() if k in p.defaults}, **settings}
         try:
@@ -524,6 +533,9 @@ def plan(study: Study | str | os.PathLike | Mapping[str, Any], clf: Classifier |
             ekey = content_key({**bases[mlabel], "image": digest, "target": target})
             scores = []
             for plabel, (p, s, ref, code) in protocols.items():
+                only = study.protocols[plabel].get("methods")
+                if only is not None and mlabel not in only:
+                    continue
                 rkey = None
                 if ref is not None:
                     rbase = ref_bases[(mlabel, json.dumps(ref["spec"], sort_keys=True))]
