@@ -18,6 +18,8 @@ name                      better   value
 ``lor_curve``             lower    p(α) over ``alphas`` (curve); value: this image's LOR at the largest α
 ``ep_area_reward``        lower    EP only: Φ(m_a⊗x)/Φ(x) over the optimised areas; value: a* (smallest a ≥ τ)
 ``ep_visible_area``       lower    EP only: visible mean of each area's mask; value at the area closest to 0.1
+``invariance_worst_case`` higher   invariant methods: smallest margin found in the box by a worst-case search
+``invariance_rate``       higher   invariant methods: share of uniform draws in the box that keep the top-1
 ``map_tv``                lower    total variation of the map (mean absolute neighbour differences)
 ``sanity``                lower    similarity (``measure``, default Spearman of the |maps|) between the map and the
                                    map of the same method on the model with ``layers`` re-initialised (Adebayo et
@@ -171,16 +173,28 @@ def _check_pixel_flip(s: dict) -> None:
     if len(s["taus"]) < 2:
         raise ValueError(f"taus={s['taus']!r} is not valid; accepted values: at least 2 fractions in [0, 1]")
     check_range("fill", s["fill"], 0.0, 1.0)
+    check_choice("ties", s["ties"], ("stable", "random"))
+    check_int("tie_draws", s["tie_draws"], 1, 1000)
+    check_int("seed", s["seed"], 0)
+    if s["ties"] == "stable" and s["tie_draws"] != 1:
+        raise ValueError(f"tie_draws={s['tie_draws']!r} is not valid with ties='stable'; accepted values: 1")
 
 
-@register_protocol("pixel_flip", False, {"taus": [round(0.1 * i, 1) for i in range(10)], "fill": 0.5},
-                   ("saliency_core.metrics.pixel_flip",), description="pixel-flip AUC (Ikeno & Hara)",
+@register_protocol("pixel_flip", False, {"taus": [round(0.1 * i, 1) for i in range(10)], "fill": 0.5,
+                                         "ties": "stable", "tie_draws": 1, "seed": 0},
+                   ("saliency_core.metrics.pixel_flip",), description="pixel-flip AUC (Ikeno & Hara); ties='random' "
+                   "averages the changed indicator over tie_draws seeded orders among tied pixels",
                    checks=_check_pixel_flip)
-def _pixel_flip(clf, x, e, *, taus, fill):
+def _pixel_flip(clf, x, e, *, taus, fill, ties, tie_draws, seed):
     from .metrics import pixel_flip
 
-    df = pixel_flip.pixel_flip(clf, x[0], e.map, taus=taus, fill=fill, target=e.target)
-    changed = df["changed"].astype(float)
+    changed = None
+    for d in range(tie_draws):
+        df = pixel_flip.pixel_flip(clf, x[0], e.map, taus=taus, fill=fill, target=e.target, ties=ties,
+                                   seed=seed + d)
+        c = df["changed"].to_numpy(dtype=float)
+        changed = c if changed is None else changed + c
+    changed = changed / tie_draws
     return pixel_flip.area_under_curve(df["tau"], changed), _curve(df["tau"], changed)
 
 
@@ -362,6 +376,67 @@ def _ep_visible_area(clf, x, e, *, area):
 def _map_tv(clf, x, e):
     m = e.map.double()
     return float((m[1:] - m[:-1]).abs().mean() + (m[:, 1:] - m[:, :-1]).abs().mean()), None
+
+
+# --------------------------------------------------------------------------------------------
+# invariance of a perturbation box (appendix §2): the invariant methods' boxes, read from their extras
+# --------------------------------------------------------------------------------------------
+def _box(e, half_width):
+    from .metrics import invariance
+
+    try:
+        lower, upper = invariance.box_from_explanation(e)
+    except ValueError:
+        raise ValueError(f"method {e.method!r} is not valid for this protocol (no perturbation box in its "
+                         "explanation); accepted values: an invariant_* explanation") from None
+    lower, upper = torch.as_tensor(lower, dtype=torch.float32), torch.as_tensor(upper, dtype=torch.float32)
+    width = invariance.box_half_width(lower, upper)
+    if half_width is not None:
+        lower, upper = invariance.scale_box(lower, upper, half_width)
+    return lower, upper, width
+
+
+def _check_worst(s: dict) -> None:
+    check_int("k", s["k"], 1, 999)
+    check_int("iterations", s["iterations"], 0, 10_000)
+    check_range("step", s["step"], 0.0, low_inclusive=False)
+    if s["half_width"] is not None:
+        check_range("half_width", s["half_width"], 0.0, low_inclusive=False)
+
+
+@register_protocol("invariance_worst_case", True, {"k": 5, "iterations": 20, "step": 0.25, "half_width": None},
+                   ("saliency_core.metrics.invariance",),
+                   description="invariant methods: the smallest margin f_c − max_j f_j found in the box by a "
+                               "worst-case search (< 0: the box is not invariant); half_width rescales the box first; "
+                               "curve: the smallest margin after each ascent step", checks=_check_worst)
+def _invariance_worst_case(clf, x, e, *, k, iterations, step, half_width):
+    from .metrics import invariance
+
+    lower, upper, _ = _box(e, half_width)
+    r = invariance.worst_case_invariance(clf, x, e.target, lower.to(x.device), upper.to(x.device), k=k,
+                                         iterations=iterations, step=step)
+    hist = [float(v) for v in r["history"]]
+    return float(r["min_margin"]), _curve(range(len(hist)), hist)
+
+
+def _check_rate(s: dict) -> None:
+    check_int("n_samples", s["n_samples"], 1, 1_000_000)
+    check_int("seed", s["seed"], 0)
+    if s["half_width"] is not None:
+        check_range("half_width", s["half_width"], 0.0, low_inclusive=False)
+
+
+@register_protocol("invariance_rate", True, {"n_samples": 128, "seed": 0, "half_width": None},
+                   ("saliency_core.metrics.invariance",),
+                   description="invariant methods: fraction of uniform draws in the box that keep the top-1 (the "
+                               "expectation stand-in of the stochastic paper's Prop. 3.1, not a worst case); curve: "
+                               "one point (the box's mean half-width, the rate)", checks=_check_rate)
+def _invariance_rate(clf, x, e, *, n_samples, seed, half_width):
+    from .metrics import invariance
+
+    lower, upper, width = _box(e, half_width)
+    rate = invariance.invariance_rate(clf, x, e.target, lower, upper, n_samples=n_samples, seed=seed)
+    return float(rate), _curve([width if half_width is None else half_width], [rate])
 
 
 # --------------------------------------------------------------------------------------------

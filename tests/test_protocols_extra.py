@@ -78,3 +78,30 @@ def test_a_protocol_restricted_to_some_methods():
     assert pairs == {("gradient", "map_tv"), ("ep", "map_tv"), ("ep", "ep_area_reward")}
     with pytest.raises(ValueError, match=r"protocols\['ep_area_reward'\].methods"):
         Study.from_dict({**spec, "protocols": {"ep_area_reward": {"methods": ["nope"]}}})
+
+
+def test_invariance_protocols_read_the_box_and_find_a_violation(box_classifier):
+    """Box classifier: logit 3 = 10·mean of the box pixels, others 0. A box of ±0.5 on the box pixels can push the
+    mean from 0.5 to 0 (margin 0, violated at the boundary only), one of ±0.9 makes it negative: a violation."""
+    x = torch.full((1, 3, 32, 32), 0.5)
+    w = torch.zeros(3, 32, 32)
+    w[:, 8:24, 8:24] = 0.9
+    e = Explanation(map=-w.mean(0), target=3, method="invariant_stochastic", extras={"w": w})
+    v, curve = P.score("invariance_worst_case", box_classifier, x, e, iterations=3)
+    assert v == pytest.approx(10 * (0.5 - 0.9), abs=1e-4) and len(curve) == 4
+    small, _ = P.score("invariance_worst_case", box_classifier, x, e, iterations=0, half_width=0.05)
+    assert small > 0  # a narrower box stays invariant
+    rate, curve = P.score("invariance_rate", box_classifier, x, e, n_samples=64)
+    assert rate == 1.0 and curve["x"].iloc[0] == pytest.approx(0.9 * 256 / 1024)  # uniform draws never find it
+    with pytest.raises(ValueError, match="no perturbation box"):
+        P.score("invariance_rate", box_classifier, x, Explanation(map=torch.zeros(32, 32), target=3, method="g"))
+
+
+def test_pixel_flip_random_ties_average_draws(box_classifier):
+    x = torch.rand(1, 3, 32, 32)
+    flat = Explanation(map=torch.zeros(32, 32), target=3, method="x")  # every pixel tied
+    v1, c1 = P.score("pixel_flip", box_classifier, x, flat, ties="random", tie_draws=1)
+    v4, c4 = P.score("pixel_flip", box_classifier, x, flat, ties="random", tie_draws=4)
+    assert set(c4["y"].round(6)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    with pytest.raises(ValueError, match="tie_draws"):
+        P.score("pixel_flip", box_classifier, x, flat, tie_draws=2)
