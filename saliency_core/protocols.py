@@ -280,26 +280,31 @@ for _m in ("dist-100", "black", "white", "mean", "noise"):
 # insertion / deletion, appendix §8
 # --------------------------------------------------------------------------------------------
 _MASK_EXTRAS = {"mask_x": "mask_x", "mask_y": "mask_y", "mask_xy": "mask_xy"}
+_USES = ("map", "grid", *_MASK_EXTRAS)
 
 
-def _mask_map(e, use: str, size: tuple[int, int]) -> torch.Tensor:
-    """The map to score: the explanation's map, or 1 − up(M) of one of an iGOS++ explanation's s×s masks."""
+def _mask_map(e, use: str) -> torch.Tensor:
+    """The saliency to score: the explanation's map (``"map"``); I-GOS/iGOS++'s s×s saliency grid 1 − M when the
+    explanation has one, else the map (``"grid"``: the official metric orders the mask's cells); or 1 − M of one of
+    an iGOS++ explanation's s×s masks (``"mask_x"``, ``"mask_y"``, ``"mask_xy"``; Table 3)."""
+    ex = e.extras if isinstance(e.extras, Mapping) else {}
     if use == "map":
         return e.map
-    m = e.extras.get(_MASK_EXTRAS[use]) if isinstance(e.extras, Mapping) else None
+    if use == "grid":
+        g = ex.get("saliency_grid")
+        return e.map if g is None else torch.as_tensor(g, dtype=torch.float32)
+    m = ex.get(_MASK_EXTRAS[use])
     if m is None:
         raise ValueError(f"use={use!r} is not valid for method {e.method!r} (its explanation has no {use}); "
-                         "accepted values: 'map', or an iGOS/iGOS++ explanation")
-    from .perturbations import upsample_mask
-
-    return 1.0 - upsample_mask(torch.as_tensor(m, dtype=torch.float32)[None, None], size, align_corners=True)[0, 0]
+                         "accepted values: 'map', 'grid', or an iGOS/iGOS++ explanation")
+    return 1.0 - torch.as_tensor(m, dtype=torch.float32)
 
 
 def _insdel(preset: str, curve: str):
     def fn(clf, x, e, **s):
         from .metrics import insertion_deletion as insdel
 
-        sal = _mask_map(e, s.pop("use", "map"), tuple(x.shape[-2:]))
+        sal = _mask_map(e, s.pop("use", "map"))
         res = insdel.insertion_deletion(clf, x, sal, e.target, preset=preset, curves=(curve,), **s)
         c = res.curves
         return res.auc[curve], _curve(c["fraction"], c["score"])
@@ -317,7 +322,7 @@ def _check_igospp(s: dict) -> None:
     check_optional_int("step", s["step"], 1)
     check_choice("ties", s["ties"], ("stable", "random"))
     check_bool("igospp_metric_bug", s["igospp_metric_bug"])
-    check_choice("use", s["use"], ("map", *_MASK_EXTRAS))
+    check_choice("use", s["use"], _USES)
 
 
 _INSDEL_MODULES = ("saliency_core.metrics.insertion_deletion",)
@@ -326,7 +331,7 @@ for _curve_name, _short, _up in (("deletion", "del", False), ("insertion", "ins"
                       description=f"RISE-style {_curve_name} AUC", checks=_check_rise)(_insdel("rise", _curve_name))
     register_protocol(f"{_short}_igospp", _up, {"grid": 28, "step": None, "ties": "stable", "seed": 0,
                                                  "igospp_metric_bug": False, "use": "map"},
-                      _INSDEL_MODULES + ("saliency_core.perturbations",),
+                      _INSDEL_MODULES,
                       description=f"iGOS++-style {_curve_name} AUC", checks=_check_igospp)(
         _insdel("igospp", _curve_name))
 

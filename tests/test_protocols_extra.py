@@ -55,6 +55,11 @@ def test_igospp_protocol_scores_a_chosen_mask(box_classifier):
     assert v_y != v_x
     with pytest.raises(ValueError, match="use='mask_xy' is not valid"):
         P.score("ins_igospp", box_classifier, x, e, grid=4, use="mask_xy")
+    # "grid" falls back to the map for a method without an s×s saliency grid
+    assert P.score("ins_igospp", box_classifier, x, e, grid=4, use="grid")[0] == \
+        P.score("ins_igospp", box_classifier, x, e, grid=4)[0]
+    e.extras["saliency_grid"] = 1.0 - my
+    assert P.score("ins_igospp", box_classifier, x, e, grid=4, use="grid")[0] == v_y
     with pytest.raises(ValueError, match="use="):
         P.score("ins_igospp", box_classifier, x, e, grid=4, use="mx")
 
