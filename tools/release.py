@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / name
         if (out / "scores.parquet").is_file():
             counts = import_tables(out, store)
-            print(f"[release] {name}: imported {counts} rows from {out.relative_to(ROOT)}", flush=True)
+            print(f"[release] {name}: imported {counts} rows from {out}", flush=True)
         for n in steps:
             study = release_study(files[name], data, n)
             if args.list:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[release] {name} n={n}: {exc}", flush=True)
                 continue
             print(f"[release] {name} n={n}: {res.n_submitted} tasks run, {res.n_skipped} from the store, "
-                  f"{time.perf_counter() - t0:.0f} s; tables in {out.relative_to(ROOT)}", flush=True)
+                  f"{time.perf_counter() - t0:.0f} s; tables in {out}", flush=True)
     return 0
 
 
