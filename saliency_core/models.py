@@ -438,6 +438,20 @@ class _PixelModel(nn.Module):
         self.net = clf.net
         object.__setattr__(self, "_clf", clf)
 
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        """The wrapped network's mode: the view has no state of its own (Quantus refuses a train-mode model)."""
+        net = self.__dict__.get("_modules", {}).get("net")
+        return net.training if net is not None else self.__dict__.get("_training", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        net = self.__dict__.get("_modules", {}).get("net")
+        if net is None:  # nn.Module.__init__, before the network is attached
+            self.__dict__["_training"] = mode
+        else:
+            net.training = mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self._clf.normalize(x))
 

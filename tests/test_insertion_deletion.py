@@ -16,9 +16,9 @@ from saliency_core.metrics.insertion_deletion import (
     igospp_step,
     insertion_deletion,
     saliency_order,
-    summarize_aucs,
 )
 from saliency_core.perturbations import rise_blur_kernel
+from saliency_core.stats import summarize
 
 CLF = make_classifier(BoxMeanNet(scale=3.0), size=32)
 X = torch.zeros(1, 3, 32, 32)
@@ -100,7 +100,7 @@ def test_evaluate_and_summarize_are_tidy():
     imgs = X.repeat(3, 1, 1, 1)
     aucs, curves = evaluate_insertion_deletion(CLF, imgs, [PERFECT] * 3, [3] * 3, "igospp", grid=8, method="box")
     assert set(aucs.columns) >= {"image", "method", "preset", "grid", "curve", "auc"} and len(aucs) == 6
-    summ = summarize_aucs(aucs)
+    summ = summarize(aucs, "auc", ["method", "preset", "grid", "curve"])
     assert len(summ) == 2 and (summ.se.abs() < 1e-9).all() and (summ.n == 3).all()
     assert len(curves) == 3 * 2 * 65
 

@@ -14,7 +14,6 @@ from torch import nn
 from saliency_core.metrics.sensitivity import (
     lor_from_probabilities,
     lor_probabilities,
-    mean_se,
     parse_masking,
     s_key,
 )
@@ -109,10 +108,3 @@ def test_lor_handmade_differs_from_mean_of_per_image_lor():
     assert lor.loc[0.1] == pytest.approx(math.log((0.3 / 0.7) / (0.7 / 0.3)))
     per_image = np.mean([math.log(1 / 9), math.log((0.1 / 0.9) / 1.0)])
     assert abs(lor.loc[0.1] - per_image) > 0.1
-
-
-def test_mean_se():
-    df = pd.DataFrame({"m": ["a"] * 4 + ["b"], "v": [1.0, 2.0, 3.0, 4.0, 5.0]})
-    out = mean_se(df, "v", ["m"]).set_index("m")
-    assert out.loc["a", "mean"] == 2.5 and out.loc["a", "se"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
-    assert out.loc["b", "n"] == 1 and np.isnan(out.loc["b", "se"])

@@ -73,3 +73,10 @@ def test_wide_refuses_duplicates():
 def test_proportion_ci_contains_the_proportion(k, n):
     lo, hi = stats.proportion_ci(k, n)
     assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_summarize_mean_se_and_counts():
+    df = pd.DataFrame({"m": ["a"] * 4 + ["b"], "v": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    out = stats.summarize(df, "v", ["m"]).set_index("m")
+    assert out.loc["a", "mean"] == 2.5 and out.loc["a", "se"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert out.loc["b", "n"] == 1 and np.isnan(out.loc["b", "se"])

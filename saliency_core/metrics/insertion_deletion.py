@@ -46,7 +46,6 @@ __all__ = [
     "igospp_step",
     "insertion_deletion",
     "evaluate_insertion_deletion",
-    "summarize_aucs",
     "auc_from_curve",
 ]
 
@@ -326,13 +325,3 @@ def evaluate_insertion_deletion(
             cf[k] = v
         curve_frames.append(cf)
     return pd.DataFrame(auc_rows), pd.concat(curve_frames, ignore_index=True)
-
-
-def summarize_aucs(aucs: pd.DataFrame, by: Sequence[str] = ("method", "preset", "grid", "curve")) -> pd.DataFrame:
-    """Mean, standard error (std/√n, ddof = 1) and n of per-image AUCs (the iGOS++ aggregation)."""
-    keys = [k for k in by if k in aucs.columns]
-    g = aucs.groupby(keys, dropna=False)["auc"]
-    out = g.agg(["mean", "count"]).rename(columns={"count": "n"})
-    sd = g.std(ddof=1)
-    out["se"] = (sd / np.sqrt(out["n"])).fillna(0.0)
-    return out.reset_index()[[*keys, "mean", "se", "n"]]

@@ -30,7 +30,7 @@ import torch
 from ..checks import check_choice, check_image, check_int, check_target
 from .masking import fill_image, masked_images, n_masked, rank_pixels
 
-__all__ = ["parse_masking", "lor_probabilities", "lor_from_probabilities", "s_key", "s_key_table", "mean_se"]
+__all__ = ["parse_masking", "lor_probabilities", "lor_from_probabilities", "s_key", "s_key_table"]
 
 
 def parse_masking(name: str) -> tuple[str, float]:
@@ -182,11 +182,3 @@ def s_key_table(clf, images: torch.Tensor, maps: Mapping[str, Sequence[torch.Ten
                 rows.append({"method": method, "masking": masking, "image": i, "s_key": r["s_key"],
                              "n_evals": r["n_evals"]})
     return pd.DataFrame(rows)
-
-
-def mean_se(df: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
-    """Mean, standard error (std with ddof 1 / √n; NaN for n = 1) and n of ``value`` per group."""
-    g = df.groupby(list(by))[value]
-    out = g.agg(mean="mean", sd="std", n="count").reset_index()
-    out["se"] = out["sd"] / np.sqrt(out["n"])
-    return out.drop(columns="sd")
