@@ -431,13 +431,18 @@ def _registry():
     return available_protocols()
 
 
-_SMALL = {"n_grid": 10, "step": 64, "grid": 8}
+_SMALL = {"n_grid": 10, "step": 64, "grid": 8, "n_samples": 8, "iterations": 1}
+_PROTOCOL_METHOD = {"ep": ("extremal_perturbation", {"areas": (0.1, 0.2), "iterations": 2, "step": 4, "sigma": 12.0,
+                                                     "max_blur": 4.0}),
+                    "invariance": ("invariant_stochastic", {"n_draws": 2, "iterations": 2})}
 
 
 def _score(name, clf, x=X, e=None):
     from saliency_core.protocols import get_protocol, score
 
-    e = e if e is not None else get_explainer("gradient", tiny_classifier()).explain(X, 1)
+    if e is None:  # protocols that read a method's own outputs get an explanation of that method
+        method, settings = _PROTOCOL_METHOD.get(name.split("_")[0], ("gradient", {}))
+        e = get_explainer(method, tiny_classifier(), **settings).explain(X, 1)
     kw = {k: v for k, v in _SMALL.items() if k in get_protocol(name).defaults}
     return score(name, clf, x, e, **kw)[0]
 

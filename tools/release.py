@@ -4,7 +4,7 @@ the labelled photos of a folder (default ``../shared/data/imagenet-sample-200``)
 
 Resumable at every level: the committed tables are imported into the store first (a run that another session
 started continues), a study whose rows the store holds submits nothing, and ``--n 20,35,50`` grows the image set in
-steps, writing the tables after each step (the image order is prefix-stable: the 20 embedded photos, then the folder's
+steps (every study reaches a step before any goes on), writing the tables after each step (the image order is prefix-stable: the 20 embedded photos, then the folder's
 photos in a seeded order), so a long run can be stopped at any time and what finished is on disk. Run it niced in
 the background; it runs for hours on 2 cores::
 
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         if (out / "scores.parquet").is_file():
             counts = import_tables(out, store)
             print(f"[release] {name}: imported {counts} rows from {out}", flush=True)
-        for n in steps:
+    for n in steps:  # every study reaches one step before any goes to the next
+        for name in names:
+            out = args.out / name
             study = release_study(files[name], data, n)
             if args.list:
                 p = plan(study)
