@@ -4,9 +4,9 @@ the labelled photos of a folder (default ``../shared/data/imagenet-sample-200``)
 
 Resumable at every level: the committed tables are imported into the store first (a run that another session
 started continues), a study whose rows the store holds submits nothing, and ``--n 20,35,50`` grows the image set in
-steps (every study reaches a step before any goes on), writing the tables after each step (the image order is prefix-stable: the 20 embedded photos, then the folder's
-photos in a seeded order), so a long run can be stopped at any time and what finished is on disk. Run it niced in
-the background; it runs for hours on 2 cores::
+steps (every study reaches a step before any goes on), writing the tables after each step (the image order is
+prefix-stable: the 20 embedded photos, then the folder's photos in a seeded order), so a long run can be stopped
+at any time and what finished is on disk. Run it niced in the background; it runs for hours on 2 cores::
 
     nice -n 19 .venv/bin/python tools/release.py --n 20,50 --workers 2 > _build/release.log 2>&1 &
 
