@@ -16,12 +16,13 @@ export OMP_NUM_THREADS := $(THREADS)
 export SALIENCY_THREADS := $(THREADS)
 export PYTHONHASHSEED := 0
 
-.PHONY: env book check-book student test test-fast notebooks lint bench clean help
+.PHONY: env book check-book student test test-fast notebooks lint bench release clean help
 
 help:
 	@echo "make book   - create/refresh .venv, run every notebook (profile=$(PROFILE)) and build _build/html"
 	@echo "make test   - create/refresh .venv, ruff, unit tests and nbval on the committed notebooks"
 	@echo "make bench  - run the speed benchmarks (benchmarks/*.py)"
+	@echo "make release - the evidence release: params/studies/release/* on 220 photos -> results/release (hours, resumable)"
 	@echo "make check-book - open every page of _build/html in headless Chromium (builds the book if missing)"
 	@echo "make student - the chapters without exercise solutions and outputs, in _build/student (+ .zip)"
 
@@ -73,6 +74,13 @@ test-fast: env
 
 lint: env
 	$(PY) -m ruff check saliency_core tests benchmarks
+
+# The evidence release (issue 15): resumable (committed tables are imported into the store first), niced, hours on
+# 2 cores; RELEASE_N grows the image set in prefix-stable steps. Needs ../shared/data/imagenet-sample-200 (or
+# SALIENCY_RELEASE_DATA); without it only the 20 embedded photos are used.
+RELEASE_N ?= 20,50
+release: env
+	nice -n 19 $(PY) tools/release.py --n $(RELEASE_N) --workers $(JOBS)
 
 bench: env
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
