@@ -235,3 +235,20 @@ def test_repository_pages_carry_their_markers():
         lines = (REPO / "book" / name).read_text().splitlines()
         assert sum(line.strip() == marker for line in lines) == 1, name
     assert "file: book/claims" in (REPO / "_toc.yml").read_text()
+
+
+def test_claims_page_release_and_live_columns_and_disagreements(stage, tmp_path, monkeypatch):
+    from saliency_core.book.report import claims as write_claims
+
+    monkeypatch.setenv("SALIENCY_RESULTS_DIR", str(tmp_path / "res"))
+    row = {"claim": "A beats B", "paper": "0.7 vs 0.6", "ours": "0.71 [0.69, 0.73] vs 0.65", "criterion": "CI > 0",
+           "verdict": "reproduced", "n": 50, "live": "0.70 vs 0.72 on 2 photos", "live_verdict": "not reproduced",
+           "live_n": 2}
+    same = {**row, "claim": "C beats D", "live_verdict": "reproduced", "live_n": 20}
+    write_claims([row, same], notebook="01_a", profile="book")
+    st, root = stage
+    text = fm.claims_page(st, "book", root)
+    assert "| Release (N images) |" in text and "N = 50: 0.71 [0.69, 0.73]" in text
+    assert "## Where the release and this run disagree" in text
+    section = text.split("## Where the release and this run disagree")[1]
+    assert "A beats B" in section and "C beats D" not in section and "(n = 2), *indicative*" in section

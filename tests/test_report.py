@@ -85,7 +85,7 @@ def test_claims_writes_payload_and_returns_table(results):
     assert results_dir("book") == results / "book"
     payload = json.loads(out.read_text(encoding="utf-8"))
     assert payload["notebook"] == "03_leg" and payload["model"] == "efficientnet_lite0" and payload["n_images"] == 4
-    assert payload["claims"][0] == ROW
+    assert {k: payload["claims"][0][k] for k in ROW} == ROW
     assert "≤" in out.read_text(encoding="utf-8")  # not escaped: readable files
     assert sorted(p.name for p in out.parent.iterdir()) == ["03_leg.claims.json"]  # no temporary file left
 
@@ -120,7 +120,7 @@ def test_load_claims_sorted_by_notebook_and_per_profile(results):
     claims([{**ROW, "verdict": "reproduced"}], notebook="02_invariant_perturbation", profile="smoke")
     got = load_claims("book")
     assert [c["notebook"] for c in got] == ["01_extremal_perturbations", "03_leg", "04_igos_pp"]
-    assert all(c["profile"] == "book" and c["claims"] == [ROW] for c in got)
+    assert all(c["profile"] == "book" and [{k: x[k] for k in ROW} for x in c["claims"]] == [ROW] for c in got)
     assert [c["notebook"] for c in load_claims("smoke")] == ["02_invariant_perturbation"]
 
 
@@ -171,3 +171,21 @@ def test_results_dir_default_is_under_the_repository(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # outside a repository: under the current folder
     assert results_dir("book") == tmp_path / "_build" / "results" / "book"
     assert os.path.isabs(results_dir("smoke"))
+
+
+def test_claims_with_release_and_live_columns(results):
+    row = {**ROW, "verdict": "reproduced", "n": 50, "live": "0.071 on 4 photos", "live_verdict": "partly", "live_n": 4}
+    table = claims([row], notebook="03_leg", profile="book")
+    assert list(table.columns) == ["claim", "paper", "n", "ours", "verdict", "live", "live_verdict", "criterion"]
+    c = Claim.from_dict(row)
+    assert c.live_indicative and not Claim.from_dict({**row, "live_n": 20}).live_indicative
+    got = load_claims("book")[0]["claims"][0]
+    assert got["n"] == 50 and got["live_verdict"] == "partly"
+
+
+@pytest.mark.parametrize("bad, msg", [({"n": 19}, "verdict='reproduced' on n=19"), ({"n": 2.5}, "n=2.5"),
+                                      ({"live_verdict": "yes"}, "live_verdict='yes'"), ({"extra": 1}, "optionally")])
+def test_claims_refuse_verdicts_below_twenty_images_and_bad_fields(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        Claim.from_dict({**ROW, "verdict": "reproduced", **bad})
+    assert Claim.from_dict({**ROW, "verdict": "not tested", "n": 3}).n == 3

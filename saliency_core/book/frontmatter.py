@@ -347,14 +347,50 @@ def claims_page(stage_dir: Path, profile: str, root: Path | None = None) -> str:
         if params:
             listed = ", ".join(_code(f"{k}={v!r}") for k, v in params.items())
             out += [":::{admonition} Parameters of this run", ":class: dropdown", listed, ":::", ""]
-        out += ["| Claim | Paper | Ours | Verdict | Criterion |", "|---|---|---|---|---|"]
-        for c in ledger["claims"]:
-            out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | "
-                       f"{SYMBOLS[c['verdict']]} {c['verdict']} | {_cell(c['criterion'])} |")
+        if any(c.get("n") is not None or c.get("live") for c in ledger["claims"]):
+            out += ["| Claim | Paper | Release (N images) | Verdict | This run | Outcome on this run | Criterion |",
+                    "|---|---|---|---|---|---|---|"]
+            for c in ledger["claims"]:
+                n = "" if c.get("n") is None else f"N = {c['n']}: "
+                out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(n + c['ours'])} | "
+                           f"{SYMBOLS[c['verdict']]} {c['verdict']} | {_cell(c.get('live', ''))} | "
+                           f"{_live_cell(c)} | {_cell(c['criterion'])} |")
+        else:
+            out += ["| Claim | Paper | Ours | Verdict | Criterion |", "|---|---|---|---|---|"]
+            for c in ledger["claims"]:
+                out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | "
+                           f"{SYMBOLS[c['verdict']]} {c['verdict']} | {_cell(c['criterion'])} |")
         out += ["", f"Verdicts: {_counts(ledger['claims'])}.", ""]
+    differ = [(lg["notebook"], c) for lg in ledgers for c in lg["claims"]
+              if c.get("live_verdict") and c["live_verdict"] != c["verdict"]]
+    if any(c.get("live_verdict") for lg in ledgers for c in lg["claims"]):
+        out += ["## Where the release and this run disagree", ""]
+        if not differ:
+            out += ["Nowhere: on every claim, the criterion gives the same outcome on this run's photos as on the "
+                    "release.", ""]
+        else:
+            out += [f"The criterion's outcome on this run's photos differs from the release's verdict on "
+                    f"{len(differ)} claim(s). An outcome on fewer than {report.MIN_IMAGES} photos is indicative only "
+                    "(marked *indicative*): the release's verdict, on its N images with confidence intervals, is the "
+                    "one the book stands by.", "", "| Chapter | Claim | Release | This run |", "|---|---|---|---|"]
+            for stem, c in differ:
+                out.append(f"| {_link(stem) if stem in stems else _code(stem)} | {_cell(c['claim'])} | "
+                           f"{SYMBOLS[c['verdict']]} {c['verdict']} (N = {c.get('n')}) | {_live_cell(c)} |")
+            out.append("")
     if missing:
         out.append("No claims file under this profile for: " + ", ".join(_link(s) for s in missing) + ".")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _live_cell(c: dict) -> str:
+    v = c.get("live_verdict") or ""
+    if not v:
+        return ""
+    n = c.get("live_n")
+    tag = f" (n = {n})" if n is not None else ""
+    if n is None or n < report.MIN_IMAGES:
+        tag += ", *indicative*"
+    return f"{SYMBOLS[v]} {v}{tag}"
 
 
 # --------------------------------------------------------------------------------------------- intro figure

@@ -26,18 +26,26 @@ import pandas as pd
 from ..files import atomic_write_text
 from . import repo_root
 
-__all__ = ["VERDICTS", "Claim", "claims", "verdict", "results_dir", "load_claims"]
+__all__ = ["VERDICTS", "MIN_IMAGES", "Claim", "claims", "verdict", "results_dir", "load_claims"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 PROFILES = ("smoke", "book", "paper")
+
+
+#: fewer images than this and a criterion's outcome is shown as indicative, never as a verdict
+MIN_IMAGES = 20
 
 
 @dataclass(frozen=True)
 class Claim:
     """One claim: the paper's statement, the paper's number (if any), ours, the criterion and the verdict.
 
-    Every field is a str; an integer is written with ``str``, a float with ``format(v, ".4g")``, and ``None``
-    for ``paper`` or ``ours`` becomes ``""``.
+    ``ours`` / ``verdict`` / ``n`` come from the evidence release (``results/release/``, N images) when the chapter
+    has one, and the verdict is ``"not tested"`` when N < :data:`MIN_IMAGES`; ``live`` / ``live_verdict`` /
+    ``live_n`` are the same criterion on the chapter's own run (its profile's photos). A live outcome on fewer than
+    :data:`MIN_IMAGES` images is indicative only (the claims page says so). Every text field is a str (an integer
+    is written with ``str``, a float with ``format(v, ".4g")``; ``None`` for ``paper``/``ours``/``live`` → ``""``);
+    ``n`` / ``live_n`` are ints or None.
     """
 
     claim: str
@@ -45,13 +53,31 @@ class Claim:
     ours: str
     criterion: str
     verdict: str
+    n: int | None = None
+    live: str = ""
+    live_verdict: str = ""
+    live_n: int | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict={self.verdict!r} is not valid; accepted values: {', '.join(VERDICTS)}")
+        if self.live_verdict not in ("", *VERDICTS):
+            raise ValueError(f"live_verdict={self.live_verdict!r} is not valid; accepted values: '', "
+                             f"{', '.join(VERDICTS)}")
+        for name in ("n", "live_n"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0):
+                raise ValueError(f"{name}={v!r} is not valid; accepted values: None or an int >= 0")
+            if v is not None:
+                object.__setattr__(self, name, int(v))
+        if self.n is not None and self.n < MIN_IMAGES and self.verdict not in ("not tested",):
+            raise ValueError(f"verdict={self.verdict!r} on n={self.n} images is not valid; accepted values: "
+                             f"'not tested' below {MIN_IMAGES} images (put the outcome in 'ours')")
         for f in fields(self):
+            if f.name in ("n", "live_n"):
+                continue
             value = getattr(self, f.name)
-            if value is None and f.name in ("paper", "ours"):
+            if value is None and f.name in ("paper", "ours", "live"):
                 object.__setattr__(self, f.name, "")
             elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, str(int(value)))
@@ -63,14 +89,21 @@ class Claim:
         if not self.claim.strip():
             raise ValueError("claim='' is not valid; accepted values: a non-empty str")
 
+    @property
+    def live_indicative(self) -> bool:
+        """The live outcome rests on fewer than :data:`MIN_IMAGES` images (or an unknown number)."""
+        return self.live_n is None or self.live_n < MIN_IMAGES
+
     @classmethod
     def from_dict(cls, row: dict) -> Claim:
-        """Build a claim from a dict with exactly the fields ``claim, paper, ours, criterion, verdict``."""
+        """Build a claim from a dict with the fields ``claim, paper, ours, criterion, verdict`` and optionally
+        ``n, live, live_verdict, live_n``."""
         names = [f.name for f in fields(cls)]
-        if not isinstance(row, dict) or set(row) != set(names):
+        required = names[:5]
+        if not isinstance(row, dict) or not set(required) <= set(row) or not set(row) <= set(names):
             got = sorted(row) if isinstance(row, dict) else type(row).__name__
             raise ValueError(f"claim row {got} is not valid; accepted values: a Claim or a dict with keys "
-                             f"{', '.join(names)}")
+                             f"{', '.join(required)} (and optionally {', '.join(names[5:])})")
         return cls(**row)
 
 
@@ -131,7 +164,11 @@ def claims(rows: list[Claim | dict], *, notebook: str, profile: str, model: str 
         payload = {"notebook": notebook, "profile": profile, "model": model, "n_images": n_images,
                    "claims": [asdict(c) for c in items]}
         atomic_write_text(out, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-    return pd.DataFrame([asdict(c) for c in items])[["claim", "paper", "ours", "verdict", "criterion"]]
+    table = pd.DataFrame([asdict(c) for c in items])
+    cols = ["claim", "paper", "ours", "verdict", "criterion"]
+    if any(c.n is not None or c.live or c.live_verdict for c in items):
+        cols = ["claim", "paper", "n", "ours", "verdict", "live", "live_verdict", "criterion"]
+    return table[cols]
 
 
 def load_claims(profile: str, base: Path | None = None) -> list[dict]:
