@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["repo_root"]
+__all__ = ["repo_root", "release_dir", "load_release"]
 
 
 def repo_root(start: str | os.PathLike | None = None, strict: bool = True) -> Path | None:
@@ -24,3 +24,23 @@ def repo_root(start: str | os.PathLike | None = None, strict: bool = True) -> Pa
         raise SystemExit(f"no book repository (a folder with _toc.yml and notebooks/) at or above {here}; "
                          "accepted values: run inside the repository or set SALIENCY_ROOT")
     return None
+
+
+def release_dir() -> Path:
+    """Where the evidence release lives: ``$SALIENCY_RELEASE_DIR``, else ``<repo>/results/release`` (else
+    ``./results/release`` outside a repository)."""
+    env = os.environ.get("SALIENCY_RELEASE_DIR")
+    if env:
+        return Path(env)
+    return (repo_root(strict=False) or Path.cwd()) / "results" / "release"
+
+
+def load_release(name: str):
+    """The committed tables of release study ``name`` (:func:`saliency_core.study.read_tables`: ``scores``,
+    ``curves``, ``costs``, ``provenance``), or ``None`` when this checkout has none (a chapter then says so)."""
+    from ..study import read_tables
+
+    folder = release_dir() / name
+    if not (folder / "scores.parquet").is_file():
+        return None
+    return read_tables(folder)
