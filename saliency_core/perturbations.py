@@ -666,7 +666,7 @@ def bilateral_tv(image: torch.Tensor, m: torch.Tensor, sigma: float = 0.01, beta
 
 
 def grid_difference_matrix(n: int, padded: bool = True) -> sp.csr_matrix:
-    """First-difference operator D on an ``n×n`` grid in row-major order (LEG, protocols.md §3.2).
+    """First-difference operator D on an ``n×n`` grid in row-major order (LEG, appendix §3.2).
 
     Rows: x[i,j] − x[i,j+1] (horizontal) and x[i,j] − x[i+1,j] (vertical), 2n(n−1) rows.
     ``padded=True`` prepends 4n rows of differences against a zero border (each boundary cell minus the zero

@@ -1,4 +1,4 @@
-"""Insertion / deletion curves and AUCs: the RISE-style and the iGOS++-style protocol (protocols.md §8).
+"""Insertion / deletion curves and AUCs: the RISE-style and the iGOS++-style protocol (appendix §8).
 
 The two published variants are incompatible; never compare numbers across presets.
 
@@ -13,7 +13,7 @@ The two published variants are incompatible; never compare numbers across preset
     I-GOS mask); every step changes max(1, s²//50) cells; the binary keep-mask is upsampled bilinearly with
     ``align_corners=True`` and both curves compose the image with the 51×51 σ = 50 blur.
     AUC = Σ_k p_k·n_k/s² (right Riemann sum, start excluded). ``igospp_metric_bug=True`` reproduces the official
-    precedence bug: the last chunk adds its cell count n_last instead of p_last·n_last (protocols.md §4.5.2).
+    precedence bug: the last chunk adds its cell count n_last instead of p_last·n_last (appendix §4.5.2).
 
 Both score the softmax probability of the target (default: the clean top-1). Ties are broken by a stable sort on
 (−score, index), i.e. row-major order among equal values, or ``ties="random"`` with a seeded permutation (§11).
@@ -199,7 +199,7 @@ def insertion_deletion(
     igospp_metric_bug : bool
         Reproduce the official iGOS++ precedence bug in the AUC (iGOS++ preset only).
     ties : {"stable", "random"}, seed : int
-        Tie rule (protocols.md §11).
+        Tie rule (appendix §11).
     batch_size : int
         Images per batched forward.
     """

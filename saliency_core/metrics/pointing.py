@@ -1,4 +1,4 @@
-"""Pointing game (Zhang et al. 2016) as TorchRay benchmarks it (protocols.md §10), and a synthetic check.
+"""Pointing game (Zhang et al. 2016) as TorchRay benchmarks it (appendix §10), and a synthetic check.
 
 * The saliency map is resized (bilinear, ``align_corners=False``) to the **original image size**; the point is its
   argmax, the first maximum in row-major order.
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The official repository's pointing accuracies in %, all / difficult (facebookresearch/TorchRay:docs/pointing.csv
-#: @6a198ee, protocols.md §1.2). Columns: VOC07 VGG16, VOC07 ResNet50, COCO14 VGG16, COCO14 ResNet50.
+#: @6a198ee, appendix §1.2). Columns: VOC07 VGG16, VOC07 ResNet50, COCO14 VGG16, COCO14 ResNet50.
 TORCHRAY_POINTING: dict[str, tuple[tuple[float, float], ...]] = {
     "center": ((69.6, 42.4), (69.6, 42.4), (27.8, 19.5), (27.8, 19.5)),
     "gradient": ((76.3, 56.9), (72.3, 56.8), (37.7, 31.4), (35.0, 29.4)),

@@ -1,4 +1,4 @@
-"""Cascading-randomisation sanity check (Adebayo et al. 2018; LEG's variant), protocols.md §9.
+"""Cascading-randomisation sanity check (Adebayo et al. 2018; LEG's variant), appendix §9.
 
 Layers are taken top-down from ``clf.layer_order``. At stage i the layers 1..i (output side first) are
 re-initialised on a DEEP COPY of the classifier (the original is never touched):
