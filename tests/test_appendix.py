@@ -121,8 +121,6 @@ def test_pointer_parser():
     assert pointers("the appendix marks the tables") == set()
 
 
-@pytest.mark.xfail(strict=False, reason="the ~55 pointers to protocols.md are rewritten by "
-                   "tools/rewrite_protocol_pointers.py at the end of issue 14 (lead)")
 def test_no_file_points_to_protocols_md():
     files = [f for d in ("saliency_core", "notebooks", "book") for f in sorted((ROOT / d).rglob("*")) if f.is_file()]
     hits = [str(f.relative_to(ROOT)) for f in files if f.suffix in (".py", ".ipynb", ".md", ".yml", ".yaml", ".txt")
