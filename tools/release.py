@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the plan (tasks to do per study) and stop")
     args = ap.parse_args(argv)
 
+    def _stop(signum, frame):  # SIGTERM (and SIGINT, which a shell ignores in background jobs) stop cleanly:
+        raise KeyboardInterrupt  # finished rows are flushed to the store, the tables of finished steps are on disk
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     os.environ.setdefault("SALIENCY_ROOT", str(ROOT))
     from saliency_core.runtime import configure
     from saliency_core.store import Store
