@@ -6,9 +6,12 @@
   (the hashes are over the syntax tree without docstrings).
 * **Spot check.** Three rows of the embedded photos, drawn at random on every run (the seed is printed; set
   ``SALIENCY_SPOTCHECK_SEED`` to repeat one), among the cheap methods (≤ 120 model passes per explanation), are
-  recomputed from scratch in this process with an empty store and compared with the committed values: exactly (to
-  1e-9) — the methods and protocols are seeded, so a recomputation on the same platform is bit-identical — or, with
-  ``SALIENCY_SPOTCHECK_TOL`` set (another CPU, another BLAS), to that absolute tolerance.
+  recomputed from scratch in this process with an empty store and compared with the committed values to 1e-6
+  (absolute). The methods and protocols are seeded, so a recomputation with the same thread count on the same
+  platform is bit-identical; a row that a chapter's run stored earlier under another thread count differs in its
+  last float32 digits (``tools/verify_release.py --images 0,1`` recomputed all 80 cheap rows of photos 0 and 1:
+  79 bit-identical, one 5.6e-9 apart). ``SALIENCY_SPOTCHECK_TOL`` sets another tolerance (another CPU, another
+  BLAS); ``tools/verify_release.py`` checks every cheap row of chosen photos exactly.
 * **Provenance and size.** N per study, commit, CPU seconds, and the release's total size (< 20 MB, no maps).
 
 Runs on any fresh machine: only the 20 photos embedded in the ``foolbox`` wheel are recomputed.
@@ -95,7 +98,7 @@ def test_spot_check_three_embedded_rows(tmp_path, monkeypatch, capsys):
     if not cands:
         pytest.skip("no cheap rows of embedded photos in the release")
     seed = int(os.environ.get("SALIENCY_SPOTCHECK_SEED", time.time_ns() % 1_000_000))
-    tol = float(os.environ.get("SALIENCY_SPOTCHECK_TOL", "1e-9"))
+    tol = float(os.environ.get("SALIENCY_SPOTCHECK_TOL", "1e-6"))
     picks = random.Random(seed).sample(cands, min(3, len(cands)))
     with capsys.disabled():
         print(f"\n[spot check] seed {seed} (SALIENCY_SPOTCHECK_SEED={seed} repeats it): "

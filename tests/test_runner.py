@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -168,3 +170,17 @@ def test_runner_makes_relative_paths_absolute_for_the_kernel(tmp_path, no_execut
     assert no_execution == [("a", {"profile": "smoke", "data_dir": str(tmp_path / "imgs")})]
     with pytest.raises(SystemExit, match="data_dir='nope' is not valid; accepted values: an existing folder"):
         run.main(["--root", str(root), "--execute-only", "--force", "-p", "data_dir=nope"])
+
+
+def test_in_place_refresh_runs_like_nbval_on_a_clean_clone(monkeypatch):
+    """Committed outputs are computed as `make test` recomputes them: one thread, an empty store."""
+    from saliency_core.store import default_root
+
+    for var in ("SALIENCY_STORE", "SALIENCY_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(var, "2" if "THREADS" in var else "/somewhere/warm")
+    store = run._clean_clone_conditions()
+    assert os.environ["SALIENCY_STORE"] == store and not any(Path(store).iterdir())
+    assert os.environ["SALIENCY_THREADS"] == os.environ["OMP_NUM_THREADS"] == "1" == str(run.IN_PLACE_THREADS)
+    assert default_root() == Path(store)
+    makefile = Path(__file__).resolve().parent.parent / "Makefile"
+    assert f"THREADS ?= {run.IN_PLACE_THREADS}" in makefile.read_text()
