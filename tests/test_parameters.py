@@ -260,3 +260,17 @@ def test_processed_chapter_checks_its_parameters_under_papermill(tmp_path):
     assert "leg_samples 1000\n" in text
     assert "REFUSED 03_leg: " in text and "n_images=-3 is not valid" in text
     assert "leg_sample=5 is not a parameter of 03_leg (did you mean 'leg_samples'?)" in text
+
+
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_papermill_sees_every_declared_parameter(stem, caplog):
+    # `papermill --help-notebook` and papermill's own inspection skip a parameter line with two '=' (e.g. one in
+    # its comment) with only a log warning; chapter 1's side_lambda_growth was invisible to it
+    import papermill
+
+    from saliency_core.book.runner import declared_parameters
+
+    with caplog.at_level("WARNING", logger="papermill"):
+        seen = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
+    missing = sorted(set(declared_parameters(stem, ROOT) or []) - set(seen))
+    assert not missing, f"{stem}: papermill cannot read the parameter line(s) of {missing}: {caplog.text.strip()}"
