@@ -47,6 +47,23 @@ def _alarm(signum, frame):  # noqa: ARG001
     raise Hang
 
 
+class _Planted:
+    """Unpickling this object runs ``touch <marker>``: the code a hostile cache entry or weight file would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def planted_bytes(marker: Path) -> bytes:
+    """A torch.save file that creates ``marker`` when unpickled."""
+    buf = io.BytesIO()
+    torch.save(_Planted(marker), buf)
+    return buf.getvalue()
+
+
 def judge(fn, token: str | tuple[str, ...], timeout: int) -> tuple[str, str]:
     tokens = (token,) if isinstance(token, str) else token
     signal.signal(signal.SIGALRM, _alarm)
@@ -207,14 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         key = {"probe": 1}
         cache.get_or_compute("probe", key, lambda: {"a": np.arange(3)})
         marker = tmp / "PWNED"
-
-        class Evil:
-            def __reduce__(self):
-                return (os.system, (f"touch {marker}",))
         for f in [p for p in root.rglob("*") if p.is_file()]:
-            buf = io.BytesIO()
-            torch.save(Evil(), buf)
-            f.write_bytes(buf.getvalue())
+            f.write_bytes(planted_bytes(marker))
         try:
             cache.get_or_compute("probe", key, lambda: {"a": np.arange(3)})
         except Exception:  # noqa: BLE001
@@ -286,12 +297,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def pickled_weights():
         marker = tmp / "PWNED2"
-
-        class Evil:
-            def __reduce__(self):
-                return (os.system, (f"touch {marker}",))
         p = tmp / "evil.pt"
-        torch.save({"x": Evil()}, p)
+        p.write_bytes(planted_bytes(marker))
         try:
             load_model("efficientnet_lite0", weights=str(p))
         except Exception:  # noqa: BLE001
