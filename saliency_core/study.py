@@ -49,6 +49,7 @@ import torch
 from ._version import __version__
 from .checks import check_choice, check_int, check_optional_int
 from .codehash import code_hash, file_code_hash, library_hash, object_code_hash
+from .explanation import Explanation
 from .files import atomic_write, atomic_write_text
 from .methods import explainer_class, get_explainer
 from .models import Classifier, available_models, load_model
@@ -680,9 +681,58 @@ class Results:
     n_skipped: int = 0
     missing: int = 0
     out: Path | None = None
+    #: the plan and the store these tables were read from (set by :func:`run` and :func:`load_results`)
+    plan: Plan | None = field(default=None, repr=False, compare=False)
+    store: Store | None = field(default=None, repr=False, compare=False)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"scores": self.scores, "curves": self.curves, "costs": self.costs}
+
+    def _need_store(self) -> Store:
+        if self.plan is None or self.store is None:
+            raise ValueError("these Results were not read from a store (read_tables); accepted values: the Results "
+                             "of run() or load_results()")
+        return self.store
+
+    def explanation(self, image: str, method: str) -> Explanation:
+        """The stored explanation of ``image`` by the study's ``method`` label (maps stay in the store until asked
+        for). A missing or damaged entry is a one-line ``KeyError``."""
+        store = self._need_store()
+        idx = self.plan.explain_index
+        row = idx[(idx["image"] == image) & (idx["method"] == method)]
+        if row.empty:
+            raise KeyError(f"({image!r}, {method!r}) is not a task of study {self.plan.study.name!r}; accepted "
+                           f"values: images {sorted(idx['image'].unique())}, methods {list(self.plan.study.methods)}")
+        e = store.load_explanation(row["key"].iloc[0])
+        if e is None:
+            raise KeyError(f"the explanation of ({image!r}, {method!r}) is not in the store {store.root}: run the "
+                           "study first")
+        return e
+
+    def explanations(self) -> dict[tuple[str, str], Explanation]:
+        """{(image id, method label): Explanation} for every explanation task of the study."""
+        self._need_store()
+        return {(r.image, r.method): self.explanation(r.image, r.method)
+                for r in self.plan.explain_index.itertuples()}
+
+    def reference(self, image: str, method: str, protocol: str) -> Explanation:
+        """The explanation of ``image`` by ``method`` on the randomised model of the randomisation protocol
+        ``protocol`` (the sanity check's second map), read from the store."""
+        store = self._need_store()
+        for t in self.plan.tasks:
+            if t.image == image and t.method == method:
+                for s in t.scores:
+                    if s["protocol"] == protocol:
+                        if s["reference"] is None:
+                            raise KeyError(f"protocol {protocol!r} is not a randomisation protocol; accepted "
+                                           "values: a sanity protocol of the study")
+                        e = store.load_explanation(s["reference"]["key"])
+                        if e is None:
+                            raise KeyError(f"the reference explanation of ({image!r}, {method!r}, {protocol!r}) "
+                                           f"is not in the store {store.root}: run the study first")
+                        return e
+        raise KeyError(f"({image!r}, {method!r}, {protocol!r}) is not a score task of study "
+                       f"{self.plan.study.name!r}")
 
 
 class _RowBuffer:
@@ -930,7 +980,7 @@ def load_results(study: Study | str | os.PathLike | Mapping[str, Any], store: St
     missing = sum(1 for t in p.tasks if t.id not in have_c or any(s["key"] not in have_s for s in t.scores))
     prov = _provenance(p, _runs_in(_store_folder(store, p.study.name)))
     return Results(scores=_typed(scores), curves=_typed(curves), costs=_typed(costs), missing=missing,
-                   provenance=prov)
+                   provenance=prov, plan=p, store=store)
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:

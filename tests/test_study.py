@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from saliency_core import study as S
@@ -370,3 +371,37 @@ def test_spec_errors_are_one_line(tiny, change, message):
     with pytest.raises(ValueError, match=message) as info:
         S.plan({**_spec(tiny), **change})
     assert "\n" not in str(info.value)
+
+
+def test_results_give_back_the_explanations_and_the_sanity_references(tiny, tmp_path):
+    """A chapter reads maps from a study's Results (no hand-built keys): the trained model's explanation of each
+    task, and the randomised model's explanation behind each sanity score."""
+    from saliency_core import get_explainer
+
+    store = Store(tmp_path / "store")
+    res = S.run(_spec(tiny), workers=0, store=store, progress=False, out=False)
+    ex = res.explanations()
+    assert len(ex) == 8 and {m for _, m in ex} == {"grad", "occ"}
+    img = res.plan.records[0].id
+    e = res.explanation(img, "grad")
+    fresh = get_explainer("gradient", res.plan.clf).explain(res.plan.x(res.plan.tasks[0]))
+    assert torch.equal(e.map, fresh.map)
+    ref = res.reference(img, "grad", "sanity")
+    assert ref.map.shape == e.map.shape and not torch.equal(ref.map, e.map)
+    # the same Results read back later from the store alone
+    again = S.load_results(_spec(tiny), store)
+    assert torch.equal(again.reference(img, "grad", "sanity").map, ref.map)
+    with pytest.raises(KeyError, match="not a randomisation protocol"):
+        res.reference(img, "grad", "flip")
+    with pytest.raises(KeyError, match="accepted values"):
+        res.explanation(img, "no such method")
+    with pytest.raises(ValueError, match="not read from a store"):
+        S.read_tables(_write(res, tmp_path / "tables")).explanations()
+    store.clear()
+    with pytest.raises(KeyError, match="run the study first"):
+        res.explanation(img, "grad")
+
+
+def _write(res, folder):
+    S.write_tables(res, folder)
+    return folder
