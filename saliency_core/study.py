@@ -890,12 +890,22 @@ WORKER_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_th
                  "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1"}
 
 
+#: Dask settings of the default cluster: no statistical profiler (it samples the task thread's stack every 10 ms,
+#: holding the GIL), a slower memory monitor and event-loop tick; explanations are long tasks (0.1 s to minutes)
+WORKER_DASK = {"distributed.worker.profile.enabled": False,
+               "distributed.admin.system-monitor.gil.enabled": False,
+               "distributed.worker.memory.monitor-interval": "1s",
+               "distributed.admin.tick.interval": "200ms"}
+
+
 def worker_environment(threads: int = 1) -> dict[str, str]:
-    """The environment of a study's worker processes: torch/OpenMP/MKL threads pinned, and :data:`WORKER_MALLOC`.
-    For ``dask worker`` processes of a real cluster, export the same variables before starting them."""
+    """The environment of a study's worker processes: torch/OpenMP/MKL threads pinned, :data:`WORKER_MALLOC`, and
+    :data:`WORKER_DASK` as ``DASK_*`` variables. For ``dask worker`` processes of a real cluster, export the same
+    variables before starting them."""
     t = str(check_int("threads", threads, 1))
+    dask_env = {"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v) for k, v in WORKER_DASK.items()}
     return {"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "SALIENCY_THREADS": t,
-            **WORKER_MALLOC}
+            **WORKER_MALLOC, **dask_env}
 
 
 def local_cluster(n_workers: int, threads: int = 1, **kwargs: Any):
@@ -905,7 +915,7 @@ def local_cluster(n_workers: int, threads: int = 1, **kwargs: Any):
     from distributed import LocalCluster
 
     env = worker_environment(threads)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env, **WORKER_DASK}):
         return LocalCluster(n_workers=check_int("n_workers", n_workers, 1), threads_per_worker=1, processes=True,
                             dashboard_address=None, silence_logs=logging.ERROR, env=env, **kwargs)
 

@@ -408,8 +408,11 @@ def _write(res, folder):
 
 
 def _worker_env() -> dict:
-    return {k: os.environ.get(k) for k in ("GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
-                                           "OMP_NUM_THREADS", "SALIENCY_THREADS")}
+    import dask
+
+    return {**{k: os.environ.get(k) for k in ("GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
+                                              "OMP_NUM_THREADS", "SALIENCY_THREADS")},
+            "profile": dask.config.get("distributed.worker.profile.enabled")}
 
 
 def test_local_cluster_workers_start_with_the_fast_allocator():
@@ -428,5 +431,6 @@ def test_local_cluster_workers_start_with_the_fast_allocator():
     assert "glibc.malloc.mmap_max=0" in env["GLIBC_TUNABLES"]
     assert env["MALLOC_TRIM_THRESHOLD_"] == str(2**31 - 1) and env["MALLOC_ARENA_MAX"] == "1"
     assert env["OMP_NUM_THREADS"] == "1" and env["SALIENCY_THREADS"] == "1"
+    assert env["profile"] is False  # no stack sampling of the task thread every 10 ms
     with pytest.raises(ValueError, match="threads=0 is not valid"):
         S.worker_environment(0)
