@@ -910,14 +910,18 @@ def worker_environment(threads: int = 1) -> dict[str, str]:
 
 def local_cluster(n_workers: int, threads: int = 1, **kwargs: Any):
     """The default cluster of :func:`run`: ``LocalCluster(n_workers, threads_per_worker=1, processes=True)`` whose
-    worker processes start with :func:`worker_environment` (set before the spawn, so that glibc reads it)."""
+    worker processes start with :func:`worker_environment` (set before the spawn, so that glibc reads it).
+
+    The scheduler's HTTP server (health checks, and the dashboard where bokeh is installed) takes a free port
+    (``dashboard_address=":0"``; ``client.dashboard_link`` tells which), not Dask's fixed 8787: a second study
+    beside a running one (a release in the background) then starts without a port warning."""
     import dask
     from distributed import LocalCluster
 
     env = worker_environment(threads)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env, **WORKER_DASK}):
         return LocalCluster(n_workers=check_int("n_workers", n_workers, 1), threads_per_worker=1, processes=True,
-                            dashboard_address=None, silence_logs=logging.ERROR, env=env, **kwargs)
+                            dashboard_address=":0", silence_logs=logging.ERROR, env=env, **kwargs)
 
 
 def _close(own: Any) -> None:

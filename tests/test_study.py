@@ -416,12 +416,28 @@ def _worker_env() -> dict:
 
 
 def test_local_cluster_workers_start_with_the_fast_allocator():
-    """Dask's default pre-spawn environment trims malloc after almost every free (MALLOC_TRIM_THRESHOLD_=65536) and
+    """A busy port 8787 (another study's cluster) is no warning: the HTTP server takes a free port.
+
+    Dask's default pre-spawn environment trims malloc after almost every free (MALLOC_TRIM_THRESHOLD_=65536) and
     tasks run in a worker thread with its own arena: page faults made each task ~25 % slower than in a plain
     process (benchmarks/study.py). The default cluster's workers get the project's allocator settings instead."""
+    import socket
+    import warnings
+
     from distributed import Client
 
-    cluster = S.local_cluster(1, threads=1)
+    busy = socket.socket()  # another study's cluster on Dask's default port: this one must not warn about it
+    try:
+        busy.bind(("127.0.0.1", 8787))
+        busy.listen()
+    except OSError:  # already taken by something else: the same situation
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            cluster = S.local_cluster(1, threads=1)
+    finally:
+        busy.close()
     try:
         with Client(cluster, set_as_default=False) as client:
             env = next(iter(client.run(_worker_env).values()))
