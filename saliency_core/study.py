@@ -1049,11 +1049,17 @@ def _git(args: list[str]) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+#: tracked files whose edits cannot change a study's rows, so they do not make the tree "dirty" in a run record:
+#: written tables (a release writes its tables after each step, and the next step runs beside them), notebooks,
+#: book pages and other prose. The rows' code is pinned by the code hashes in the provenance in any case.
+DIRTY_IGNORES = (":(exclude)results", ":(exclude)notebooks", ":(exclude)book", ":(exclude)*.md")
+
+
 def _run_record(mode: str, n_workers: int, wall: float, cpu: float, submitted: int, skipped: int, done: int,
                 task_seconds: float) -> dict[str, Any]:
     """One run of a study: when, how, where, how long."""
     commit = _git(["rev-parse", "HEAD"])
-    status = _git(["status", "--porcelain", "--untracked-files=no"]) if commit else None
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", *DIRTY_IGNORES]) if commit else None
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
             "scheduler": mode, "workers": n_workers, "submitted": submitted, "completed": done, "skipped": skipped,

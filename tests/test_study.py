@@ -450,3 +450,34 @@ def test_local_cluster_workers_start_with_the_fast_allocator():
     assert env["profile"] is False  # no stack sampling of the task thread every 10 ms
     with pytest.raises(ValueError, match="threads=0 is not valid"):
         S.worker_environment(0)
+
+
+def test_run_record_dirty_only_for_edits_that_can_change_rows(tmp_path, monkeypatch):
+    """A release writes its tables after each step and the next step runs beside them: those, notebooks and prose
+    do not make the tree dirty; an edit of code or of a study file does."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for f in ("results/release/s/scores.parquet", "notebooks/a.ipynb", "book/claims.md", "README.md",
+              "saliency_core/m.py", "params/studies/s.yaml"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+
+    def dirty():
+        return S._run_record("serial", 1, 0.0, 0.0, 0, 0, 0, 0.0)["dirty"]
+
+    assert dirty() is False
+    for f in ("results/release/s/scores.parquet", "notebooks/a.ipynb", "book/claims.md", "README.md"):
+        (tmp_path / f).write_text("1")
+    assert dirty() is False
+    (tmp_path / "params/studies/s.yaml").write_text("1")
+    assert dirty() is True
+    git("checkout", "params")
+    (tmp_path / "saliency_core/m.py").write_text("1")
+    assert dirty() is True
