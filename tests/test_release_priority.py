@@ -35,3 +35,16 @@ def test_background_release_runs_in_its_own_niced_session():
     if r["autogroup"] is not None and "own session" in r["said"]:
         assert r["autogroup"].endswith("nice 19")
     assert os.nice(0) != 19 or os.getsid(0) != r["sid"]  # this test process is untouched
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sessions and autogroups are Linux")
+def test_release_started_by_setsid_nices_its_session():
+    """`setsid release.py` (or a queue script run by setsid that execs it) is already a session leader: setsid()
+    would fail, and the autogroup must be niced all the same (it was left at 0 before)."""
+    out = subprocess.run(["setsid", "-w", sys.executable, "-c", CHILD.format(tools=str(ROOT / "tools"))],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["before"] == r["pid"] == r["sid"]
+    assert "own session" in r["said"], r["said"]
+    if r["autogroup"] is not None:
+        assert r["autogroup"].endswith("nice 19")

@@ -55,11 +55,12 @@ def yield_cpu() -> str:
     if foreground:
         return ", ".join(done + ["foreground: stays in the terminal's session"])
     try:
-        os.setsid()
+        if os.getsid(0) != os.getpid():  # already the leader of a session (started by setsid): that one is ours
+            os.setsid()
         with open("/proc/self/autogroup", "w") as fh:  # our own session: niced as a whole
             fh.write("19")
         done.append("own session with autogroup nice 19")
-    except OSError as exc:  # not Linux, autogroup off, or already a session leader
+    except OSError as exc:  # not Linux, or autogroup off
         done.append(f"autogroup unchanged ({type(exc).__name__})")
     return ", ".join(done)
 
