@@ -705,16 +705,21 @@ class Results:
         if row.empty:
             raise KeyError(f"({image!r}, {method!r}) is not a task of study {self.plan.study.name!r}; accepted "
                            f"values: images {sorted(idx['image'].unique())}, methods {list(self.plan.study.methods)}")
-        e = store.load_explanation(row["key"].iloc[0])
+        return self._load(store, row["key"].iloc[0], image, method)
+
+    @staticmethod
+    def _load(store: Store, key: str, image: str, method: str) -> Explanation:
+        e = store.load_explanation(key)
         if e is None:
             raise KeyError(f"the explanation of ({image!r}, {method!r}) is not in the store {store.root}: run the "
                            "study first")
         return e
 
     def explanations(self) -> dict[tuple[str, str], Explanation]:
-        """{(image id, method label): Explanation} for every explanation task of the study."""
-        self._need_store()
-        return {(r.image, r.method): self.explanation(r.image, r.method)
+        """{(image id, method label): Explanation} for every explanation task of the study (one pass over the
+        index: no lookup per task)."""
+        store = self._need_store()
+        return {(r.image, r.method): self._load(store, r.key, r.image, r.method)
                 for r in self.plan.explain_index.itertuples()}
 
     def reference(self, image: str, method: str, protocol: str) -> Explanation:
