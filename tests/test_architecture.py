@@ -18,7 +18,7 @@ PKG = Path(__file__).resolve().parent.parent / "saliency_core"
 #: lower number = lower floor; a module may import modules of its own floor or below
 LAYERS = {
     "saliency_core._version": 0, "saliency_core.checks": 0, "saliency_core.files": 0,
-    "saliency_core.runtime": 1, "saliency_core.perturbations": 1, "saliency_core.models": 1,
+    "saliency_core.runtime": 1, "saliency_core.perturbations": 1, "saliency_core.kernels": 1, "saliency_core.models": 1,
     "saliency_core.data": 1, "saliency_core.explanation": 1, "saliency_core.plotting": 1,
     "saliency_core.codehash": 1,
     "saliency_core.methods": 2, "saliency_core.metrics": 2,

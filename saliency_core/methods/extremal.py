@@ -5,7 +5,8 @@ Implemented from the formulas and the description in appendix §1 (no official c
 
     m_a = argmax_{m ∈ M}  Φ(m ⊗ x) − λ_t · mean((vecsort(m) − r_a)²),      λ_t = λ₀ · g^t
 
-with M the smooth max-convolution family (:class:`~saliency_core.perturbations.SmoothMaskGenerator`), m ⊗ x the
+with M the smooth max-convolution family (:class:`~saliency_core.perturbations.SmoothMaskGenerator`, evaluated by
+the compiled :class:`~saliency_core.kernels.FastSmoothMaskGenerator`), m ⊗ x the
 per-pixel interpolation in an 8-level blur pyramid (:func:`~saliency_core.perturbations.pyramid_apply`), SGD with
 momentum = dampening = 0.9 on parameters initialised to 1 and clamped to [0, 1], and a deterministic horizontal flip
 of the perturbed batch on even iterations (jitter). All areas of one image (and, for ``variant="dual"``, the preserve
@@ -23,15 +24,13 @@ import torch
 
 from ..checks import check_bool, check_choice, check_int, check_optional_int, check_range
 from ..explanation import Explainer
+from ..kernels import FastPyramidInterpolator, FastSmoothMaskGenerator, vecsort_area_loss
 from ..perturbations import (
-    PyramidInterpolator,
-    SmoothMaskGenerator,
     blur_pyramid,
     fade_pyramid,
     gaussian_blur,
     tv_norm,
     upsample_mask,
-    vecsort_area_loss,
 )
 from .registry import register
 
@@ -204,9 +203,9 @@ class ExtremalPerturbation(Explainer):
         z = self.model.normalize(x)
         with torch.no_grad():
             pyr = self._pyramid(z)  # (L, 3, H, W)
-            interp = PyramidInterpolator(pyr)  # level tables built once for all iterations
+            interp = FastPyramidInterpolator(pyr)  # level tables built once for all iterations
         if self.parametrization == "smooth":
-            gen = SmoothMaskGenerator((h, w), self.step, self.sigma, self.coldness)
+            gen = FastSmoothMaskGenerator((h, w), self.step, self.sigma, self.coldness)
             pshape = gen.param_shape
         else:
             gen, pshape = None, (h, w)
@@ -436,7 +435,7 @@ class MeaningfulPerturbation(Explainer):
         z = self.model.normalize(x)
         with torch.no_grad():
             pyr = torch.stack([gaussian_blur(z, self.blur_sigma, pad="reflect"), z])[:, 0]  # m=0 → blur, 1 → x
-            interp = PyramidInterpolator(pyr)  # = pyramid_apply(pyr, ·), tables built once for all iterations
+            interp = FastPyramidInterpolator(pyr)  # = pyramid_apply(pyr, ·), tables built once for all iterations
         params = torch.ones(1, 1, self.mask_size, self.mask_size, device=x.device, requires_grad=True)
         opt = torch.optim.Adam([params], lr=self.lr)
         hist_s, hist_l = [], []
