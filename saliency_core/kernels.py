@@ -401,31 +401,27 @@ def _kth_smallest_float32(v, kth, hist):  # pragma: no cover - compiled by Numba
 
 @njit(cache=True, nogil=True)
 def _area_reference_row(v, n0, theta, ref):  # pragma: no cover - compiled by Numba
-    """ref = 1 on the entries after the n0 smallest (θ = the n0-th smallest), ties at θ in index order."""
-    less = 0
+    """ref = not (v <= θ) when exactly n0 entries are <= θ (True returned); False when θ is tied across the
+    boundary."""
+    at_most = 0
     for i in range(v.shape[0]):
-        less += v[i] < theta
-    zeros_left = n0 - less  # entries equal to θ that still get 0
-    for i in range(v.shape[0]):
-        x = v[i]
-        if x == theta:
-            ref[i] = zeros_left <= 0
-            zeros_left -= 1
-        else:
-            ref[i] = x > theta
+        below = v[i] <= theta
+        at_most += below
+        ref[i] = not below
+    return at_most == n0
 
 
 def vecsort_area_loss(m: torch.Tensor, areas, reduction: str = "mean") -> torch.Tensor:
-    """Area regulariser R_a(m) = ‖vecsort(m) − r_a‖² per mask, in O(n) also when values tie at the boundary.
+    """:func:`saliency_core.perturbations.vecsort_area_loss` with the threshold found by a radix select.
 
-    Same value as :func:`saliency_core.perturbations.vecsort_area_loss` (and TorchRay's sort-based formula):
-    ‖vecsort(m) − r_a‖² = ‖m − r̃‖² with r̃ = 1 on the n − ⌊n(1−a)⌋ largest entries and 0 elsewhere, found with a
-    selection of the threshold θ (the ⌊n(1−a)⌋-th smallest entry: a radix select for float32, ``np.partition``
-    for float64). When θ is tied across the boundary, the tied entries that a STABLE sort puts first (the lowest
-    indices) get 0 and the others 1, so the gradient equals the formula's with ``torch.sort(stable=True)`` bit
-    for bit. (The official code's ``torch.sort`` is not stable: which of several exactly equal entries count as
-    inside the area is unspecified there; the loss is the same either way.) Tensors that are not float32/float64
-    on the CPU take :func:`saliency_core.perturbations.vecsort_area_loss`.
+    R_a(m) = ‖vecsort(m) − r_a‖² = ‖m − r̃‖², r̃ = 1 on the n − ⌊n(1−a)⌋ largest entries and 0 elsewhere. The
+    threshold θ (the ⌊n(1−a)⌋-th smallest entry) comes from an O(n) radix select for float32 (``np.partition`` for
+    float64) and r̃ = not (m <= θ) from one compiled pass. Only when θ is tied across the boundary is the row sorted
+    with ``torch.sort``, as in the official code, so that the tied entries get the reference values TorchRay's
+    sort gives them (its sort is not stable: which of several exactly equal entries count as inside the area is
+    decided by the sort's internal order, and an index-order rule measurably moves the masks away from TorchRay's).
+    Values and gradients equal :func:`saliency_core.perturbations.vecsort_area_loss`'s bit for bit. Tensors that are
+    not float32/float64 on the CPU take that function.
     """
     check_choice("reduction", reduction, ("mean", "sum"))
     if m.device.type != "cpu" or m.dtype not in (torch.float32, torch.float64):
@@ -437,17 +433,20 @@ def vecsort_area_loss(m: torch.Tensor, areas, reduction: str = "mean") -> torch.
         zeros = zeros * n_rows
     if len(zeros) != n_rows:
         raise ValueError(f"areas has {len(zeros)} entries; accepted values: 1 or {n_rows} (one per mask)")
-    vals = np.ascontiguousarray(flat.detach().numpy())
-    ref = np.empty(vals.shape, dtype=np.bool_)
+    vals_t = flat.detach().contiguous()
+    vals = vals_t.numpy()
+    ref_np = np.empty(vals.shape, dtype=np.bool_)
+    ref = torch.empty_like(vals_t)
     hist = np.empty(1 << 16, dtype=np.int64)
     for r, n0 in enumerate(zeros):
         v = vals[r]
         if n0 <= 0 or n0 >= n:
-            ref[r] = n0 <= 0
+            ref[r] = 1.0 if n0 <= 0 else 0.0
             continue
-        if v.dtype == np.float32:
-            theta = _kth_smallest_float32(v, n0 - 1, hist)
-        else:
-            theta = np.partition(v, n0 - 1)[n0 - 1]
-        _area_reference_row(v, n0, v.dtype.type(theta), ref[r])
-    return _SquaredDistance.apply(flat, torch.from_numpy(ref).to(flat.dtype), reduction == "mean")
+        theta = _kth_smallest_float32(v, n0 - 1, hist) if v.dtype == np.float32 else np.partition(v, n0 - 1)[n0 - 1]
+        if _area_reference_row(v, n0, v.dtype.type(theta), ref_np[r]):
+            ref[r] = torch.from_numpy(ref_np[r])
+        else:  # θ is tied across the boundary: the sort decides which tied entries get 0 (the official order)
+            idx = torch.sort(vals_t[r]).indices
+            ref[r].scatter_(0, idx, (torch.arange(n) >= n0).to(flat.dtype))
+    return _SquaredDistance.apply(flat, ref, reduction == "mean")
