@@ -1,28 +1,33 @@
-"""Compiled CPU kernels (Numba) for the smooth-max mask generator of Extremal Perturbations.
+"""Compiled CPU kernels (Numba) for the inner loop of Extremal Perturbations.
 
-:class:`FastSmoothMaskGenerator` is :class:`~saliency_core.perturbations.SmoothMaskGenerator` (same parameters,
-same output) with the float32 CPU evaluation done by two fused loops compiled by Numba instead of ~300 ATen
-operators per iteration. It evaluates the same sums,
+Three operators of :mod:`saliency_core.perturbations`, same parameters and calls, evaluated in float32 on the CPU by
+loops compiled with Numba instead of hundreds of small ATen operators per iteration:
 
-    out(p) = Σ_j v_j e^{βv_j} / (T² + Σ_j (e^{βv_j} − 1)),      v_j = m̄_j·k(p − p_j),
+* :class:`FastSmoothMaskGenerator` (:class:`~saliency_core.perturbations.SmoothMaskGenerator`): the same sums,
 
-where j runs over the T² taps of pixel p (a zero-padding tap, and a parameter equal to 0, adds e⁰ − 1 = 0 to the
-denominator and 0 to the numerator, so neither is evaluated), and the hand-written gradient
+      out(p) = Σ_j v_j e^{βv_j} / (T² + Σ_j (e^{βv_j} − 1)),      v_j = m̄_j·k(p − p_j),
 
-    ∂L/∂m̄_j = Σ_p k(p − p_j)·e^{βv_j}·(b_p + βv_j·a_p),      a = g·[0 ≤ out ≤ 1]/den,  b = a·(1 − β·out).
+  where j runs over the T² taps of pixel p (a zero-padding tap, and a parameter equal to 0, adds e⁰ − 1 = 0 to the
+  denominator and 0 to the numerator, so neither is evaluated), and the hand-written gradient
 
-Layout: per parameter row and vertical offset |d_y| (the kernel is symmetric in d_y, so both rows ±d_y share one
-evaluation of the exponentials) and per horizontal tap t, one contiguous loop over the output columns; the weights
-k(d) for each (|d_y|, t, column) are a constant table. exp is 2^y evaluated as a degree-6 polynomial times an exact
-power of two (|relative error| < 6e-8, under one float32 ulp), so the loops vectorise on every CPU (a call to the
-math library's exp would not). The masks equal the ATen evaluation's to float32 rounding (tests); they are not bit
-for bit the same (summation order, exp).
+      ∂L/∂m̄_j = Σ_p k(p − p_j)·e^{βv_j}·(b_p + βv_j·a_p),      a = g·[0 ≤ out ≤ 1]/den,  b = a·(1 − β·out).
+
+  Layout: per parameter row and vertical offset |d_y| (the kernel is symmetric in d_y, so both rows ±d_y share one
+  evaluation of the exponentials) and per horizontal tap t, one contiguous loop over the output columns; the
+  weights k(d) for each (|d_y|, t, column) are a constant table. exp is 2^y evaluated as a degree-6 polynomial
+  times an exact power of two (|relative error| under one float32 ulp), so the loops vectorise on every CPU (a call
+  to the math library's exp would not). The masks equal the ATen evaluation's to float32 rounding (tests), not bit
+  for bit (summation order, exp, fused multiply-adds).
+* :class:`FastPyramidInterpolator` (:class:`~saliency_core.perturbations.PyramidInterpolator`): bit for bit.
+* :func:`vecsort_area_loss` (:func:`saliency_core.perturbations.vecsort_area_loss`): the threshold by a radix
+  select instead of ``np.partition``; bit for bit, ties included.
+
+Each falls back to the ATen operator for other dtypes and devices (and the generator where β·max|m̄| could overflow
+exp).
 
 Why a module of its own: :mod:`saliency_core.perturbations` is in the code closure of nearly every method, and the
-result store keys every cached result by the source of that closure; this module is imported only by the methods
-that use it (EP), so changing it invalidates only their results.
-
-Falls back to the parent class (ATen) for other dtypes and devices, and where β·max|m̄| could overflow exp.
+result store keys every cached result by the source of that closure; this module is imported only by
+:mod:`saliency_core.methods.extremal`, so changing it invalidates only the results of EP and Meaningful Perturbation.
 """
 
 from __future__ import annotations

@@ -815,6 +815,7 @@ def run(
     study = load_study(study)
     store = store if isinstance(store, Store) else Store(store)
     t0_wall, t0_cpu = time.perf_counter(), time.process_time()
+    started = _git_state()
     serial = client == "serial" or (client is None and scheduler is None and workers == 0)
     local_clf = None
     if serial:
@@ -870,7 +871,8 @@ def run(
     res = load_results(study, store, p)
     res.n_submitted, res.n_skipped = len(todo), n_skipped
     cpu_total = cpu if serial else cpu + buffer.cpu_seconds  # in-process tasks are in this process's CPU time
-    rec = _run_record(mode, n_workers, wall, cpu_total, len(todo), n_skipped, buffer.done, buffer.task_seconds)
+    rec = _run_record(mode, n_workers, wall, cpu_total, len(todo), n_skipped, buffer.done, buffer.task_seconds,
+                      started=started)
     if out is not False:
         folder = Path(out) if out else _store_folder(store, study.name)
         res.provenance = _provenance(p, [*_runs_in(folder), rec])
@@ -1060,16 +1062,32 @@ def _git(args: list[str]) -> str | None:
 DIRTY_IGNORES = (":(exclude)results", ":(exclude)notebooks", ":(exclude)book", ":(exclude)*.md")
 
 
-def _run_record(mode: str, n_workers: int, wall: float, cpu: float, submitted: int, skipped: int, done: int,
-                task_seconds: float) -> dict[str, Any]:
-    """One run of a study: when, how, where, how long."""
+def _git_state() -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether tracked files that can change rows differ from it); (None, None) outside git."""
     commit = _git(["rev-parse", "HEAD"])
     status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", *DIRTY_IGNORES]) if commit else None
-    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-            "scheduler": mode, "workers": n_workers, "submitted": submitted, "completed": done, "skipped": skipped,
-            "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "task_seconds": round(task_seconds, 3),
-            "commit": commit, "dirty": bool(status) if status is not None else None}
+    return commit, (bool(status) if status is not None else None)
+
+
+def _run_record(mode: str, n_workers: int, wall: float, cpu: float, submitted: int, skipped: int, done: int,
+                task_seconds: float, started: tuple[str | None, bool | None] | None = None) -> dict[str, Any]:
+    """One run of a study: when, how, where, how long. ``commit`` is the code the run STARTED on (``started``, from
+    :func:`_git_state` before the first task; default: now); ``dirty`` is true if the tree was dirty at the start or
+    at the end; a commit made while the run went on is recorded as ``commit_at_end``."""
+    commit, dirty = _git_state()
+    record: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "scheduler": mode, "workers": n_workers, "submitted": submitted, "completed": done, "skipped": skipped,
+        "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "task_seconds": round(task_seconds, 3),
+        "commit": commit, "dirty": dirty}
+    if started is not None:
+        record["commit"] = started[0]
+        if started[1] is not None or dirty is not None:
+            record["dirty"] = bool(started[1]) or bool(dirty)
+        if commit != started[0]:
+            record["commit_at_end"] = commit
+    return record
 
 
 def _provenance(p: Plan, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -481,3 +481,12 @@ def test_run_record_dirty_only_for_edits_that_can_change_rows(tmp_path, monkeypa
     git("checkout", "params")
     (tmp_path / "saliency_core/m.py").write_text("1")
     assert dirty() is True
+    # the record names the commit the run started on; a commit made during the run is recorded beside it
+    git("checkout", "saliency_core")
+    started = S._git_state()
+    assert started[1] is False and len(started[0]) == 40
+    (tmp_path / "saliency_core/m.py").write_text("2")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "during the run")
+    rec = S._run_record("serial", 1, 0.0, 0.0, 0, 0, 0, 0.0, started=started)
+    assert rec["commit"] == started[0] and rec["commit_at_end"] != started[0] and rec["dirty"] is False
+    assert "commit_at_end" not in S._run_record("serial", 1, 0.0, 0.0, 0, 0, 0, 0.0, started=S._git_state())
