@@ -53,21 +53,24 @@ notebooks: env
 	$(PY) -m saliency_core.run --profile smoke --execute-only --in-place
 
 # unit tests and nbval run side by side, one thread each (2 cores); every part must pass.
-# Lane A: unit tests, then the notebooks in NBVAL_A; lane B: the other notebooks (balanced by their smoke run time).
+# Lane A: unit tests, then the notebooks in NBVAL_A; lane B: the other notebooks (balanced by their smoke run time),
+# then every benchmark script at a tiny budget (tests marked bench_smoke).
 NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 NBVAL_A := $(wildcard notebooks/05_leaderboard.ipynb notebooks/02_invariant_perturbation.ipynb notebooks/06_performance.ipynb)
 NBVAL_B := $(filter-out $(NBVAL_A),$(sort $(wildcard notebooks/*.ipynb)))
 test: env
 	$(PY) -m ruff check saliency_core tests benchmarks
 	@mkdir -p _build; \
-	$(NBVAL) $(NBVAL_B) > _build/nbval-b.log 2>&1 & nb=$$!; \
-	$(PY) -m pytest -q -p no:cacheprovider tests; unit=$$?; \
+	( $(NBVAL) $(NBVAL_B) > _build/nbval-b.log 2>&1; echo $$? > _build/nbval-b.rc; \
+	  $(PY) -m pytest -q -p no:cacheprovider -m bench_smoke tests > _build/bench-smoke.log 2>&1 ) & nb=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider -m "not bench_smoke" tests; unit=$$?; \
 	$(NBVAL) $(NBVAL_A) > _build/nbval-a.log 2>&1; nba=$$?; \
-	wait $$nb; nbb=$$?; \
+	wait $$nb; bench=$$?; nbb=$$(cat _build/nbval-b.rc); \
 	echo "== nbval lane A ($(NBVAL_A))"; tail -n 25 _build/nbval-a.log; \
 	echo "== nbval lane B ($(NBVAL_B))"; tail -n 25 _build/nbval-b.log; \
-	echo "unit=$$unit nbval_a=$$nba nbval_b=$$nbb"; \
-	test $$unit -eq 0 && test $$nba -eq 0 && test $$nbb -eq 0
+	echo "== benchmark smoke (lane B)"; tail -n 25 _build/bench-smoke.log; \
+	echo "unit=$$unit nbval_a=$$nba nbval_b=$$nbb bench=$$bench"; \
+	test $$unit -eq 0 && test $$nba -eq 0 && test $$nbb -eq 0 && test $$bench -eq 0
 
 test-fast: env
 	$(PY) -m pytest -q -x tests

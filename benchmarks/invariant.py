@@ -92,7 +92,7 @@ def main() -> None:
           "per class-gradient), vs 11,000 separate backward calls in the official notebook")
     how = "measured" if n_cls == 1000 else f"extrapolated from {n_cls} classes; build and solve for {A.shape[0]} rows"
     print(f"LP per image (all 999 classes): {lp_s:.1f} s = gradient {grad_all:.1f} ({how}) + build "
-          f"{rows['build_s']:.2f} + solve {solve['scipy']:.2f} (scipy linprog HiGHS, the default)")
+          f"{rows['build_s']:.2f} + solve {solve['highs']:.2f} (scipy linprog HiGHS, the default)")
     ratio = per_step[8][0] / per_step[8][1]
     table = [{"kind": "explanation", "method": "invariant_stochastic", "budget": f"M={m}, {it} iterations",
               "seconds": per_step[m][0] * it, "n_forward": m * it, "n_backward": m * it,
