@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of (ours, bare loop); ratios are per-round medians")
     args = ap.parse_args()
+    if args.repeats < 1 or args.steps < 1:
+        ap.error(f"--repeats={args.repeats} --steps={args.steps} is not valid; accepted values: ints >= 1")
     rt = configure(args.threads)
     clf = load_model("efficientnet_lite0")
     x = records_to_batch(embedded_images()[:1], clf)
