@@ -475,9 +475,10 @@ class Plan:
     def n_score(self) -> int:
         return sum(len(t.scores) for t in self.tasks)
 
-    def todo(self, store: Store) -> list[Task]:
-        """The tasks whose cost row or any score row is missing from ``store``."""
-        have_scores = store.row_keys("scores")
+    def todo(self, store: Store, have_scores: set[str] | None = None) -> list[Task]:
+        """The tasks whose cost row or any score row is missing from ``store`` (``have_scores``: the keys of its
+        ``scores`` table, when the caller has read them already)."""
+        have_scores = store.row_keys("scores") if have_scores is None else have_scores
         have_costs = store.row_keys("costs")
         return [t for t in self.tasks
                 if t.id not in have_costs or any(s["key"] not in have_scores for s in t.scores)]
@@ -649,7 +650,10 @@ def _execute(payload: dict[str, Any], state: _WorkerState | None = None) -> dict
             "wall_seconds": time.perf_counter() - t_wall, "pid": os.getpid()}
 
 
-def _payload(p: Plan, t: Task, store: Store) -> dict[str, Any]:
+def _payload(p: Plan, t: Task, store: Store, have_scores: set[str] = frozenset()) -> dict[str, Any]:
+    """What a worker needs for task ``t``; scores whose key is in ``have_scores`` (the store holds them: another
+    study, or an earlier run, computed them) are left out, so a worker neither rescores them nor explains the
+    randomised model for them."""
     s = p.study
     return {
         "model": {"model": s.model, "weights": s.weights, "device": s.device, "threads": s.threads,
@@ -657,7 +661,7 @@ def _payload(p: Plan, t: Task, store: Store) -> dict[str, Any]:
         "store": str(Path(store.root).resolve()), "x": p.x(t), "image": t.image,
         "image_digest": p.images[t.image], "method": t.method, "method_name": t.method_name,
         "settings": t.settings, "runtime": _runtime_kwargs(t.method_name, s), "target": t.target,
-        "model_id": p.model_id, "key": t.id, "scores": t.scores,
+        "model_id": p.model_id, "key": t.id, "scores": [x for x in t.scores if x["key"] not in have_scores],
     }
 
 
@@ -823,7 +827,8 @@ def run(
         p = plan(study, clf=local_clf if study.device == "cpu" else None)
     else:
         p = plan(study)
-    todo = p.todo(store)
+    have_scores = store.row_keys("scores")
+    todo = p.todo(store, have_scores)
     n_skipped = len(p.tasks) - len(todo)
     buffer = _RowBuffer(store)
     failures: list[str] = []
@@ -837,7 +842,7 @@ def run(
             state = _WorkerState(local_clf)
             for t in todo:
                 try:
-                    buffer.add(_execute(_payload(p, t, store), state))
+                    buffer.add(_execute(_payload(p, t, store, have_scores), state))
                 except Exception as exc:
                     if errors == "raise":
                         raise
@@ -861,7 +866,7 @@ def run(
             else:
                 mode = getattr(getattr(client, "scheduler", None), "address", "client")
             bar = _bar(len(todo), study.name, progress)
-            n_workers, failures = _run_dask(client, p, todo, store, buffer, bar, errors, window, study)
+            n_workers, failures = _run_dask(client, p, todo, store, buffer, bar, errors, window, study, have_scores)
     finally:
         buffer.flush()  # first: every finished task is kept, whatever happens next
         if bar is not None:
@@ -949,7 +954,7 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 def _run_dask(client, p: Plan, todo: list[Task], store: Store, buffer: _RowBuffer, bar, errors: str,
-              window: int | None, study: Study) -> tuple[int, list[str]]:
+              window: int | None, study: Study, have_scores: set[str] = frozenset()) -> tuple[int, list[str]]:
     from distributed import as_completed
 
     info = client.scheduler_info()
@@ -972,7 +977,7 @@ def _run_dask(client, p: Plan, todo: list[Task], store: Store, buffer: _RowBuffe
         t = next(pending, None)
         if t is None:
             return False
-        fut = client.submit(_execute, _payload(p, t, store), key=f"saliency-task-{t.id}", pure=False,
+        fut = client.submit(_execute, _payload(p, t, store, have_scores), key=f"saliency-task-{t.id}", pure=False,
                             resources=resources, retries=0)
         tasks[fut.key] = t
         ac.add(fut)

@@ -78,6 +78,9 @@ def test_leaderboard_study_spec_is_valid():
 
     params = yaml.safe_load((ROOT / "params" / "05_leaderboard.yaml").read_text())
     assert params["book"].get("methods") is None  # the book profile runs the spec's methods and budgets
+    # ... and the spec's protocols with their settings, less the randomisation check (left to the release)
+    spec_protocols = {k: {kk: vv for kk, vv in v.items() if kk != "protocol"} for k, v in study.protocols.items()}
+    assert params["book"]["protocols"] == {k: v for k, v in spec_protocols.items() if k != "sanity"}
 
 
 def _tidy(values: np.ndarray, methods, protocols, up) -> pd.DataFrame:

@@ -490,3 +490,29 @@ def test_run_record_dirty_only_for_edits_that_can_change_rows(tmp_path, monkeypa
     rec = S._run_record("serial", 1, 0.0, 0.0, 0, 0, 0, 0.0, started=started)
     assert rec["commit"] == started[0] and rec["commit_at_end"] != started[0] and rec["dirty"] is False
     assert "commit_at_end" not in S._run_record("serial", 1, 0.0, 0.0, 0, 0, 0, 0.0, started=S._git_state())
+
+
+def test_a_study_never_rescores_what_the_store_holds(tiny, tmp_path, monkeypatch):
+    """Scores another study put in the store (same explanation, protocol, settings, code) are read, not recomputed:
+    the second study scores only its own new protocol and explains no randomised model again."""
+    from saliency_core import protocols as P
+
+    store = Store(tmp_path / "store")
+    first = S.run(_spec(tiny, name="first"), workers=0, store=store, progress=False, out=False)
+    calls = []
+    real = P.Protocol.__call__
+
+    def counted(self, *a, **kw):
+        calls.append(self.name)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(P.Protocol, "__call__", counted)
+    n_maps = len(list((store.root / "explanations").rglob("*.npz")))
+    spec = _spec(tiny, name="second")
+    spec["protocols"] = {**spec["protocols"], "flip3": {"protocol": "pixel_flip", "taus": [0.0, 0.5, 0.9]}}
+    second = S.run(spec, workers=0, store=store, progress=False, out=False)
+    assert calls == ["pixel_flip"] * 8  # 4 photos x 2 methods, the new protocol only
+    assert len(list((store.root / "explanations").rglob("*.npz"))) == n_maps
+    assert second.missing == 0 and len(second.scores) == 24
+    shared = second.scores[second.scores["protocol"] != "flip3"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(shared, first.scores.reset_index(drop=True))
