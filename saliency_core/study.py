@@ -72,6 +72,7 @@ __all__ = [
     "Results",
     "load_study",
     "plan",
+    "protocol_settings",
     "run",
     "load_results",
     "write_tables",
@@ -488,6 +489,24 @@ class Plan:
         return self.clf.preprocess(self.records[task.index].image)
 
 
+def protocol_settings(study: Study | str | os.PathLike | Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The full settings (defaults included) the study scores protocol ``label`` with: the entry's own settings over
+    the study's ``sanity:`` block for a randomisation protocol, over the protocol's defaults. A randomisation
+    protocol's model is then ``randomized_model(clf, randomization_spec(clf, settings))``."""
+    study = load_study(study)
+    if label not in study.protocols:
+        raise ValueError(f"label={label!r} is not valid; accepted values: {', '.join(study.protocols)}")
+    spec = study.protocols[label]
+    p = get_protocol(spec["protocol"])
+    settings = {k: v for k, v in spec.items() if k not in ("protocol", "methods")}
+    if p.randomization:
+        settings = {**{k: v for k, v in study.sanity.items() if k in p.defaults}, **settings}
+    try:
+        return p.settings(**settings)
+    except ValueError as exc:
+        raise ValueError(f"protocols[{label!r}]: {exc}") from None
+
+
 def plan(study: Study | str | os.PathLike | Mapping[str, Any], clf: Classifier | None = None) -> Plan:
     """Every task of ``study`` with its content keys (loads the model on the CPU and the images once)."""
     study = load_study(study)
@@ -505,13 +524,7 @@ def plan(study: Study | str | os.PathLike | Mapping[str, Any], clf: Classifier |
     protocols = {}
     for label, spec in study.protocols.items():
         p = get_protocol(spec["protocol"])
-        settings = {k: v for k, v in spec.items() if k not in ("protocol", "methods")}
-        if p.randomization:
-            settings = {**{k: v for k, v in study.sanity.items() if k in p.defaults}, **settings}
-        try:
-            s = p.settings(**settings)
-        except ValueError as exc:
-            raise ValueError(f"protocols[{label!r}]: {exc}") from None
+        s = protocol_settings(study, label)
         ref = None
         if p.randomization:
             rspec = randomization_spec(clf, s)

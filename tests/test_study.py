@@ -516,3 +516,13 @@ def test_a_study_never_rescores_what_the_store_holds(tiny, tmp_path, monkeypatch
     assert second.missing == 0 and len(second.scores) == 24
     shared = second.scores[second.scores["protocol"] != "flip3"].reset_index(drop=True)
     pd.testing.assert_frame_equal(shared, first.scores.reset_index(drop=True))
+
+
+def test_protocol_settings_merge_the_sanity_block_under_the_entry(tiny):
+    spec = {**_spec(tiny), "sanity": {"init": "uniform0.05", "seed": 3},
+            "protocols": {"flip": {"protocol": "pixel_flip"}, "top1": {"protocol": "sanity", "layers": 1, "seed": 7}}}
+    s = S.protocol_settings(spec, "top1")
+    assert s["init"] == "uniform0.05" and s["seed"] == 7 and s["layers"] == 1  # the entry wins over the block
+    assert S.protocol_settings(spec, "flip") == S.get_protocol("pixel_flip").settings()
+    with pytest.raises(ValueError, match="label='nope' is not valid; accepted values: flip, top1"):
+        S.protocol_settings(spec, "nope")
